@@ -1,0 +1,28 @@
+"""kerastl: transfer learning for image classification on any Keras backend.
+
+Keras picks its backend when it is first imported, so this package imports
+Keras only when a model class is first used: `kerastl.cli` can choose the
+backend before that.
+"""
+
+import importlib
+
+from kerastl import logs
+
+__version__ = "0.1.0"
+
+_LAZY_ATTRIBUTES = {
+    "TransferClassifier": "kerastl.classifier",
+    "FeaturePooling": "kerastl.pooling",
+    "LayerGroup": "kerastl.backbones",
+}
+
+__all__ = ["__version__", *_LAZY_ATTRIBUTES]
+
+
+def __getattr__(name):
+    if name not in _LAZY_ATTRIBUTES:
+        raise AttributeError(f"module 'kerastl' has no attribute {name!r}")
+    with logs.quiet_native_logs():
+        module = importlib.import_module(_LAZY_ATTRIBUTES[name])
+    return getattr(module, name)

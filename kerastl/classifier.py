@@ -1,0 +1,696 @@
+"""`TransferClassifier`: a keras-hub backbone with a classification head."""
+
+import re
+import warnings
+
+import keras
+
+from kerastl import atomic
+from kerastl import backbones
+from kerastl import freezing
+from kerastl import presets
+from kerastl.pooling import POOLING_MODES
+from kerastl.pooling import FeaturePooling
+
+_CATEGORICAL_LOSSES = (
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "categorical_focal_crossentropy",
+    "categorical_hinge",
+)
+_BINARY_LOSSES = ("binary_crossentropy", "binary_focal_crossentropy")
+
+# Adam's learning rate for training a new head on a frozen backbone; a
+# partly or fully unfrozen backbone takes its family's gentler rate.
+HEAD_LEARNING_RATE = 1e-3
+
+
+def _snake_case(name):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class _CompileState:
+    """What `compile` was called with, kept out of Keras' attribute tracking
+    (a tracked list of metrics would be counted as the model's own)."""
+
+    def __init__(self, kwargs, signature):
+        self.kwargs = kwargs
+        self.signature = signature
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class TransferClassifier(keras.Model):
+    """An image classifier built on a pretrained keras-hub backbone.
+
+    The model takes raw images and returns class probabilities:
+
+    - **Input**: a batch of RGB images, `(batch, height, width, 3)`, channels
+      last, with pixel values in `[0, 255]`, as `uint8` or float, of the
+      preset's input size (`model.image_size`, e.g. 224x224). The model's
+      `image_converter`, the preset's own preprocessing, rescales and
+      normalizes them exactly as the backbone was pretrained: do not rescale
+      or normalize images yourself. Resize images of other sizes first (the
+      kerastl data pipeline does).
+    - **Output**: `(batch, num_classes)` float32. With `multi_label=False`
+      a softmax: one probability distribution over the classes. With
+      `multi_label=True` a sigmoid: an independent probability per class.
+      With `activation=None`, logits instead.
+
+    Layers, input to output: `image_converter`, `backbone`, `pooler`
+    (`FeaturePooling`), `head_dropout`, optionally `head_hidden` (Dense +
+    ReLU), and `predictions` (Dense). The head computes in `head_dtype`
+    (float32 by default) even under a mixed-precision policy.
+
+    The model compiles itself with `compile()`'s `"auto"` settings, so `fit`
+    works at once. `freeze_backbone` and `unfreeze_backbone` recompile after
+    changing what trains, and `fit` recompiles (with a warning) if
+    `trainable` was changed by hand since the last `compile`: Keras ignores
+    such changes until the model is compiled again.
+
+    Args:
+        backbone: a `keras_hub.models.Backbone` that outputs a feature map or
+            a token sequence (ResNet, ViT, DeiT, DINOv2, EfficientNet,
+            MobileNet and the other keras-hub image backbones).
+        num_classes: int. Number of classes.
+        image_converter: a `keras_hub.layers.ImageConverter`: the resize and
+            normalization the backbone's weights expect.
+            `TransferClassifier.from_preset` loads the preset's own.
+        multi_label: bool. `False` for one class per image (softmax head),
+            `True` for any number of classes per image (sigmoid head).
+            Defaults to `False`.
+        activation: `"auto"`, `"softmax"`, `"sigmoid"` or `None`. `"auto"`
+            picks softmax or sigmoid from `multi_label`; `None` outputs
+            logits. Defaults to `"auto"`.
+        pooling: str. How the backbone output becomes one vector: `"auto"`
+            (global average for feature maps, the class token for token
+            sequences that have one, else the token mean), `"avg"`, `"max"`,
+            `"token"` or `"mean_tokens"`. Defaults to `"auto"`.
+        dropout: float. Dropout rate before the head's Dense layers.
+            Defaults to `0.0`.
+        hidden_dim: int or `None`. Width of an optional hidden Dense + ReLU
+            layer in the head. Defaults to `None` (a single Dense layer).
+        class_names: list of str or `None`. Names of the classes, in label
+            order; stored in the config and in presets. Defaults to `None`.
+        head_dtype: str or `keras.DTypePolicy`. The dtype the head computes
+            in. Defaults to `"float32"`.
+        trainable_groups: int or `None`. How many backbone layer groups,
+            counted from the output, train; the rest are frozen. `0` freezes
+            the backbone. `None` leaves every layer as Keras built it (all
+            trainable). Set by `freeze_backbone` and `unfreeze_backbone` and
+            saved with the model, so a reloaded model trains the same layers.
+            Defaults to `None`.
+        train_bn: bool. Whether BatchNorm layers of trainable groups train.
+            Defaults to `False`.
+        **kwargs: standard `keras.Model` arguments (`name`, ...).
+
+    Example:
+    ```python
+    import keras
+    import kerastl
+
+    model = kerastl.TransferClassifier.from_preset(
+        "resnet_50_imagenet", num_classes=37
+    )
+    model.freeze_backbone()
+    model.fit(train_ds, validation_data=val_ds, epochs=3)
+    model.unfreeze_backbone(last_n=1)
+    model.fit(train_ds, validation_data=val_ds, epochs=2)
+
+    # Any backbone, built or loaded with keras-hub.
+    backbone = keras_hub.models.ViTBackbone.from_preset(
+        "vit_base_patch16_224_imagenet"
+    )
+    converter = keras_hub.layers.ImageConverter.from_preset(
+        "vit_base_patch16_224_imagenet"
+    )
+    model = kerastl.TransferClassifier(
+        backbone, num_classes=20, image_converter=converter, multi_label=True
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        image_converter,
+        multi_label=False,
+        activation="auto",
+        pooling="auto",
+        dropout=0.0,
+        hidden_dim=None,
+        class_names=None,
+        head_dtype="float32",
+        trainable_groups=None,
+        train_bn=False,
+        **kwargs,
+    ):
+        _check_head_args(num_classes, multi_label, activation, pooling)
+        class_names = _check_class_names(class_names, num_classes)
+        output_activation = activation
+        if activation == "auto":
+            output_activation = "sigmoid" if multi_label else "softmax"
+        mode = backbones.auto_pooling(backbone) if pooling == "auto" else pooling
+
+        # === Layers ===
+        self.backbone = backbone
+        self.image_converter = image_converter
+        self.pooler = FeaturePooling(
+            mode,
+            num_prefix_tokens=backbones.num_prefix_tokens(backbone)
+            if len(backbone.output.shape) == 3
+            else 0,
+            dtype=head_dtype,
+            name="pooler",
+        )
+        self.head_dropout = keras.layers.Dropout(
+            dropout, dtype=head_dtype, name="head_dropout"
+        )
+        self.head_hidden = None
+        if hidden_dim:
+            self.head_hidden = keras.layers.Dense(
+                hidden_dim,
+                activation="relu",
+                dtype=head_dtype,
+                name="head_hidden",
+            )
+        self.output_dense = keras.layers.Dense(
+            num_classes,
+            activation=output_activation,
+            dtype=head_dtype,
+            name="predictions",
+        )
+
+        # === Functional Model ===
+        # A fixed input size: symbolic resizing of unknown sizes fails on
+        # JAX, and every backend compiles faster for static shapes.
+        image_shape = tuple(backbone.input.shape[1:])
+        if image_converter.image_size is not None:
+            image_shape = (*image_converter.image_size, image_shape[-1])
+        inputs = keras.Input(shape=image_shape, name="images")
+        x = self.image_converter(inputs)
+        x = self.backbone(x)
+        x = self.pooler(x)
+        x = self.head_dropout(x)
+        if self.head_hidden is not None:
+            x = self.head_hidden(x)
+        outputs = self.output_dense(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.multi_label = multi_label
+        self.activation = activation
+        self.pooling = pooling
+        self.dropout = dropout
+        self.hidden_dim = hidden_dim
+        self.class_names = class_names
+        self.head_dtype = head_dtype
+        self.trainable_groups = None
+        self.train_bn = False
+        if trainable_groups is not None:
+            self._set_trainable_groups(trainable_groups, train_bn)
+        self._compile_state = None
+        self.compile()
+
+    def __setattr__(self, name, value):
+        # On the torch backend a Keras model is a `torch.nn.Module`, which
+        # refuses sublayers assigned before `Module.__init__`; the layers set
+        # ahead of the functional `__init__` are all reachable through the
+        # functional graph, so plain assignment is enough (as in keras-hub's
+        # `Task`).
+        uninitialized = not hasattr(self, "_initialized")
+        if keras.config.backend() == "torch" and uninitialized:
+            return object.__setattr__(self, name, value)
+        return super().__setattr__(name, value)
+
+    @property
+    def head_layers(self):
+        """The layers after the backbone: pooler, dropout, hidden, output."""
+        layers = [self.pooler, self.head_dropout, self.head_hidden]
+        return [layer for layer in layers + [self.output_dense] if layer]
+
+    @property
+    def image_size(self):
+        """`(height, width)` of the images the model takes."""
+        return tuple(self.input.shape[1:3])
+
+    @property
+    def outputs_logits(self):
+        """Whether the model outputs logits (`activation=None`)."""
+        return self.activation is None
+
+    # === Freezing ===
+
+    def layer_groups(self):
+        """The backbone's layer groups, input to output.
+
+        ResNet: `stem`, then one group per stage (`stack0`, ...). ViT: the
+        patch embedding, one group per transformer block, the final norm.
+        Other families are split by their stage names or repeated blocks.
+
+        Returns:
+            A list of `kerastl.backbones.LayerGroup` (`name`, `layers`).
+
+        Example:
+        ```python
+        [group.name for group in model.layer_groups()]
+        ```
+        """
+        return backbones.layer_groups(self.backbone)
+
+    def freeze_backbone(self):
+        """Freezes the whole backbone, so only the head trains, and recompiles.
+
+        BatchNorm layers of a frozen backbone run in inference mode.
+
+        Example:
+        ```python
+        model.freeze_backbone()
+        model.fit(train_ds, epochs=3)
+        ```
+        """
+        self._set_trainable_groups(0, train_bn=False)
+        self._recompile()
+
+    def unfreeze_backbone(self, last_n=None, train_bn=False):
+        """Unfreezes the last `last_n` layer groups (all if `None`), recompiles.
+
+        Groups before them stay frozen. BatchNorm layers stay in inference
+        mode (moving statistics frozen, affine weights frozen) unless
+        `train_bn=True`. The optimizer starts afresh after the recompile;
+        with `optimizer="auto"` its learning rate drops to the backbone
+        family's fine-tuning rate.
+
+        Args:
+            last_n: int or `None`. Number of groups, counted from the output,
+                to train. Defaults to `None`: every group.
+            train_bn: bool. Whether BatchNorm layers of the unfrozen groups
+                train. Defaults to `False`.
+
+        Example:
+        ```python
+        model.unfreeze_backbone(last_n=1)  # last ResNet stage / ViT norm
+        model.fit(train_ds, epochs=2)
+        ```
+        """
+        if last_n is None:
+            last_n = len(self.layer_groups())
+        self._set_trainable_groups(last_n, train_bn)
+        self._recompile()
+
+    def _set_trainable_groups(self, last_n, train_bn):
+        freezing.set_backbone_trainable(
+            self.backbone, self.layer_groups(), last_n, train_bn=train_bn
+        )
+        self.trainable_groups = last_n
+        self.train_bn = train_bn
+
+    def trainable_summary(self, print_fn=None):
+        """Prints trainable/frozen parameters and BatchNorm mode per group.
+
+        Args:
+            print_fn: callable or `None`. Called with the table as one
+                string. Defaults to `print`.
+
+        Example:
+        ```python
+        model.unfreeze_backbone(last_n=1)
+        model.trainable_summary()
+        ```
+        """
+        table = freezing.format_audit(freezing.trainable_audit(self))
+        (print_fn or print)(table)
+
+    # === Compilation ===
+
+    def compile(
+        self, optimizer="auto", loss="auto", metrics="auto", **kwargs
+    ):
+        """Configures the model for training, with defaults matching the head.
+
+        Args:
+            optimizer: `"auto"`, an optimizer name or instance. `"auto"` is
+                `keras.optimizers.Adam` with learning rate 1e-3 while only the
+                head trains, and the backbone family's fine-tuning rate (1e-4
+                for convnets, 1e-5 for transformers) once any of the backbone
+                trains. Defaults to `"auto"`.
+            loss: `"auto"`, a loss name or instance. `"auto"` is
+                `SparseCategoricalCrossentropy` (integer labels) for a softmax
+                head and `BinaryCrossentropy` (0/1 label vectors) for a
+                sigmoid head, with `from_logits` matching `activation`. A loss
+                that does not match the head is an error. Defaults to
+                `"auto"`.
+            metrics: `"auto"` or a list of metrics. `"auto"` is accuracy for
+                a softmax head, binary accuracy and multi-label AUC for a
+                sigmoid head. Defaults to `"auto"`.
+            **kwargs: other `keras.Model.compile` arguments.
+
+        Example:
+        ```python
+        model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
+        ```
+        """
+        state = _CompileState(
+            dict(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs),
+            None,
+        )
+        self._check_loss(loss)
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(self._auto_learning_rate())
+        if loss == "auto":
+            loss_cls = (
+                keras.losses.BinaryCrossentropy
+                if self.multi_label
+                else keras.losses.SparseCategoricalCrossentropy
+            )
+            loss = loss_cls(from_logits=self.outputs_logits)
+        if metrics == "auto":
+            metrics = self._auto_metrics(loss)
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
+        state.signature = self._trainable_signature()
+        self._compile_state = state
+
+    def _auto_learning_rate(self):
+        if not any(w.trainable for w in self.backbone.weights):
+            return HEAD_LEARNING_RATE
+        return backbones.family_of(self.backbone).fine_tune_learning_rate
+
+    def _auto_metrics(self, loss):
+        if self.multi_label:
+            threshold = 0.0 if self.outputs_logits else 0.5
+            return [
+                keras.metrics.BinaryAccuracy(threshold=threshold),
+                keras.metrics.AUC(
+                    multi_label=True,
+                    num_labels=self.num_classes,
+                    from_logits=self.outputs_logits,
+                    name="auc",
+                ),
+            ]
+        if _loss_name(loss) in ("categorical_crossentropy",):
+            return [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def _check_loss(self, loss):
+        if loss == "auto":
+            return
+        name = _loss_name(loss)
+        head = "sigmoid (multi-label)" if self.multi_label else "softmax"
+        wrong = _CATEGORICAL_LOSSES if self.multi_label else _BINARY_LOSSES
+        if name in wrong:
+            right = "binary_crossentropy" if self.multi_label else (
+                "sparse_categorical_crossentropy"
+            )
+            raise ValueError(
+                f"Loss {name!r} does not fit this model's {head} head. Use "
+                f"loss='auto' or {right!r}, or build the model with "
+                f"multi_label={not self.multi_label}. Received: loss={loss!r}"
+            )
+        from_logits = _loss_from_logits(loss)
+        if from_logits is not None and from_logits != self.outputs_logits:
+            outputs = "logits" if self.outputs_logits else "probabilities"
+            raise ValueError(
+                f"This model outputs {outputs} (activation="
+                f"{self.activation!r}), but the loss has from_logits="
+                f"{from_logits}. Pass from_logits={self.outputs_logits} or "
+                f"use loss='auto'. Received: loss={loss!r}"
+            )
+
+    def compile_from_config(self, config):
+        # Keras skips this for models that override `compile`; without it a
+        # loaded model would lose its optimizer and the optimizer's state.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        self.optimizer.build(self.trainable_variables)
+
+    def _trainable_signature(self):
+        return tuple(bool(w.trainable) for w in self.weights)
+
+    def _recompile(self):
+        if self._compile_state is None:
+            return
+        kwargs = dict(self._compile_state.kwargs)
+        optimizer = kwargs["optimizer"]
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            # A built optimizer holds slots for the old trainable variables;
+            # a fresh copy with the same settings is built for the new ones.
+            kwargs["optimizer"] = type(optimizer).from_config(
+                optimizer.get_config()
+            )
+        self.compile(**kwargs)
+
+    def fit(self, *args, **kwargs):
+        state = self._compile_state
+        if state is not None and state.signature != self._trainable_signature():
+            warnings.warn(
+                "Layers were frozen or unfrozen after the model was compiled, "
+                "and Keras only applies `trainable` changes at compile time. "
+                "kerastl recompiled the model with the same settings (the "
+                "optimizer starts afresh). Use `freeze_backbone()` / "
+                "`unfreeze_backbone()`, which recompile for you.",
+                stacklevel=2,
+            )
+            self._recompile()
+        return super().fit(*args, **kwargs)
+
+    # === Features ===
+
+    def feature_extractor(self):
+        """A `keras.Model` from raw images to the pooled backbone features.
+
+        It shares layers (and weights) with this model, so it is what the
+        head sees: preprocessing, backbone, pooling.
+
+        Example:
+        ```python
+        features = model.feature_extractor().predict(images)
+        features.shape  # (num_images, backbone feature width)
+        ```
+        """
+        return keras.Model(self.input, self.pooler.output, name="features")
+
+    # === Saving ===
+
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Saves the model as a `.keras` file, atomically.
+
+        The file is written under a temporary name next to `filepath` and
+        moved into place, so an interrupted save never leaves a broken file.
+        `keras.models.load_model` restores the model, with no custom objects.
+
+        Args:
+            filepath: str or path-like ending in `.keras`.
+            overwrite: bool. Whether to replace an existing file. Defaults to
+                `True`.
+            **kwargs: other `keras.Model.save` arguments.
+
+        Example:
+        ```python
+        model.save("pets.keras")
+        restored = keras.models.load_model("pets.keras")
+        ```
+        """
+        if not str(filepath).endswith(".keras"):
+            raise ValueError(
+                "TransferClassifier saves to the `.keras` format; use "
+                "`save_to_preset` for a preset directory or `export` for "
+                f"serving formats. Received: filepath={filepath}"
+            )
+        with atomic.atomic_path(filepath, suffix=".keras") as tmp:
+            super().save(tmp, overwrite=overwrite, **kwargs)
+
+    def save_to_preset(self, preset_dir):
+        """Saves the model as a preset directory, atomically.
+
+        The directory is a keras-hub backbone preset (loadable with
+        `keras_hub.models.Backbone.from_preset`) plus the head's config
+        (classes, class names, multi-label, pooling) and weights.
+        `TransferClassifier.from_preset(preset_dir)` restores the whole model.
+
+        Args:
+            preset_dir: str or path-like. Created, or replaced whole.
+
+        Example:
+        ```python
+        model.save_to_preset("pets_preset")
+        model = kerastl.TransferClassifier.from_preset("pets_preset")
+        ```
+        """
+        presets.save_preset(self, preset_dir)
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset,
+        num_classes=None,
+        *,
+        multi_label=None,
+        class_names=None,
+        load_weights=True,
+        image_converter=None,
+        **kwargs,
+    ):
+        """Builds a classifier from a preset.
+
+        `preset` can be a keras-hub preset name (`"resnet_50_imagenet"`,
+        `"vit_base_patch16_224_imagenet"`; `kerastl presets` lists them), a
+        `kaggle://` or `hf://` handle, or a local directory in keras-hub,
+        Hugging Face transformers (ViT, DeiT, DINOv2) or timm format; keras-hub
+        converts the latter two. The backbone's pretrained weights and the
+        preset's image preprocessing are loaded; a preset's own
+        classification head is not.
+
+        A directory written by `save_to_preset` restores the whole model:
+        head, class names and multi-label. Passing a different `num_classes`
+        (or a head shape argument) replaces its head with a new one.
+
+        Args:
+            preset: str or path-like. The preset.
+            num_classes: int or `None`. Number of classes. May be left out for
+                a kerastl preset, or when `class_names` is given.
+            multi_label: bool or `None`. Sigmoid head if `True`. `None` keeps
+                a kerastl preset's setting, else means `False`.
+            class_names: list of str or `None`. Names of the classes.
+            load_weights: bool. Whether to load pretrained weights. Defaults
+                to `True`.
+            image_converter: a `keras_hub.layers.ImageConverter` or `None`.
+                Overrides the preset's preprocessing. Defaults to `None`.
+            **kwargs: other `TransferClassifier` arguments (`pooling`,
+                `dropout`, `hidden_dim`, `activation`, `head_dtype`).
+
+        Example:
+        ```python
+        model = kerastl.TransferClassifier.from_preset(
+            "resnet_50_imagenet", num_classes=37
+        )
+        model = kerastl.TransferClassifier.from_preset(
+            "./vit-hf-checkpoint", class_names=["cat", "dog"]
+        )
+        ```
+        """
+        preset = str(preset)
+        backbones.check_preset(preset)
+        saved = presets.load_head_config(preset) or {}
+        head = {key: value for key, value in saved.items()}
+        head.update(kwargs)
+        if multi_label is not None:
+            head["multi_label"] = multi_label
+        if num_classes is None and class_names is not None:
+            num_classes = len(class_names)
+        if num_classes is not None:
+            head["num_classes"] = num_classes
+        if "num_classes" not in head:
+            raise ValueError(
+                f"Preset '{preset}' has no kerastl head, so the number of "
+                "classes is unknown. Pass `num_classes=` or `class_names=`. "
+                f"Received: num_classes=None"
+            )
+        reuse_head = bool(saved) and all(
+            head.get(key) == saved.get(key) for key in presets.HEAD_SHAPE_KEYS
+        )
+        if class_names is not None:
+            head["class_names"] = class_names
+        elif not reuse_head:
+            head["class_names"] = None
+        model = cls(
+            backbone=presets.load_backbone(preset, load_weights=load_weights),
+            image_converter=image_converter
+            or presets.load_image_converter(preset),
+            **head,
+        )
+        if reuse_head and load_weights:
+            presets.load_head_weights(model, preset)
+        return model
+
+    def head_config(self):
+        """The config of everything but the backbone and the converter."""
+        return {
+            "num_classes": self.num_classes,
+            "multi_label": self.multi_label,
+            "activation": self.activation,
+            "pooling": self.pooling,
+            "dropout": self.dropout,
+            "hidden_dim": self.hidden_dim,
+            "class_names": self.class_names,
+            "trainable_groups": self.trainable_groups,
+            "train_bn": self.train_bn,
+            "head_dtype": self.head_dtype
+            if isinstance(self.head_dtype, str)
+            else keras.dtype_policies.serialize(self.head_dtype),
+        }
+
+    def get_config(self):
+        # Don't chain to Functional's config: it would nest every backbone
+        # layer. Like keras-hub's `Task`, store the constructor arguments.
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.layers.serialize(self.backbone),
+            "image_converter": keras.layers.serialize(self.image_converter),
+            **self.head_config(),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("backbone", "image_converter"):
+            if isinstance(config[key], dict):
+                config[key] = keras.layers.deserialize(config[key])
+        return cls(**config)
+
+
+def _loss_name(loss):
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, keras.losses.Loss):
+        return _snake_case(type(loss).__name__)
+    return getattr(loss, "__name__", None)
+
+
+def _loss_from_logits(loss):
+    if isinstance(loss, keras.losses.Loss):
+        return loss.get_config().get("from_logits")
+    if isinstance(loss, str) and loss in _CATEGORICAL_LOSSES + _BINARY_LOSSES:
+        return False
+    return None
+
+
+def _check_head_args(num_classes, multi_label, activation, pooling):
+    minimum = 1 if multi_label else 2
+    if not isinstance(num_classes, int) or num_classes < minimum:
+        raise ValueError(
+            f"`num_classes` must be an integer of at least {minimum} for a "
+            f"{'multi-label' if multi_label else 'multi-class'} classifier. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    allowed = ("auto", None, "sigmoid" if multi_label else "softmax")
+    if activation not in allowed:
+        raise ValueError(
+            f"`activation` must be one of {allowed} for multi_label="
+            f"{multi_label}: a softmax head cannot score several labels per "
+            "image and a sigmoid head does not give one distribution. "
+            f"Received: activation={activation!r}"
+        )
+    if pooling != "auto" and pooling not in POOLING_MODES:
+        raise ValueError(
+            f"`pooling` must be 'auto' or one of {', '.join(POOLING_MODES)}. "
+            f"Received: pooling={pooling!r}"
+        )
+
+
+def _check_class_names(class_names, num_classes):
+    if class_names is None:
+        return None
+    class_names = [str(name) for name in class_names]
+    if len(class_names) != num_classes or len(set(class_names)) != len(
+        class_names
+    ):
+        raise ValueError(
+            f"`class_names` must hold {num_classes} distinct names, one per "
+            f"class. Received: class_names={class_names!r}"
+        )
+    return class_names
+

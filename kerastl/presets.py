@@ -1,0 +1,191 @@
+"""Reading and writing the preset directories a classifier comes from.
+
+A kerastl preset is a keras-hub preset (`config.json`, `model.weights.h5`,
+`image_converter.json`, `metadata.json`) plus two files for the head:
+`kerastl.json` (its config: classes, head shape, multi-label) and
+`kerastl_head.weights.h5` (its weights). keras-hub reads it as a plain
+backbone preset; kerastl restores the whole classifier from it.
+
+Backbones and image converters are always loaded through keras-hub, which
+understands built-in names, `kaggle://` and `hf://` handles, and local
+directories in keras-hub, Hugging Face transformers and timm formats.
+"""
+
+import json
+
+import keras
+import keras_hub
+
+# keras-hub resolves every kind of preset handle (built-in, Kaggle, Hugging
+# Face, local) in `get_file`; there is no public equivalent.
+from keras_hub.src.utils.preset_utils import check_file_exists
+from keras_hub.src.utils.preset_utils import get_file
+
+from kerastl import atomic
+
+HEAD_CONFIG_FILE = "kerastl.json"
+HEAD_WEIGHTS_FILE = "kerastl_head.weights.h5"
+HF_PREPROCESSOR_FILE = "preprocessor_config.json"
+
+# The head config keys that change the shape of the head's weights.
+HEAD_SHAPE_KEYS = ("num_classes", "multi_label", "pooling", "hidden_dim")
+
+# PIL resampling filters in Hugging Face image processor configs.
+_HF_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+
+
+def load_backbone(preset, load_weights=True):
+    """Loads the backbone of any preset through keras-hub.
+
+    Args:
+        preset: str. A built-in name, a `kaggle://` or `hf://` handle, or a
+            local directory.
+        load_weights: bool. Whether to load pretrained weights.
+
+    Example:
+    ```python
+    backbone = kerastl.presets.load_backbone("resnet_50_imagenet")
+    ```
+    """
+    return keras_hub.models.Backbone.from_preset(
+        preset, load_weights=load_weights
+    )
+
+
+def load_image_converter(preset):
+    """Loads the preprocessing a preset's weights were trained with.
+
+    keras-hub presets carry an `image_converter.json`. Hugging Face
+    checkpoints carry a `preprocessor_config.json` that keras-hub does not
+    convert for every model type; it is read here (resize, rescale, mean/std
+    normalization) so a transformers ViT, DeiT or DINOv2 gets the same inputs
+    as in transformers.
+
+    Args:
+        preset: str. Any preset `load_backbone` accepts.
+
+    Returns:
+        A `keras_hub.layers.ImageConverter`.
+
+    Example:
+    ```python
+    converter = kerastl.presets.load_image_converter("resnet_50_imagenet")
+    converter.image_size  # (224, 224)
+    ```
+    """
+    converter = None
+    try:
+        converter = keras_hub.layers.ImageConverter.from_preset(preset)
+    except FileNotFoundError:
+        pass
+    if converter is None and check_file_exists(preset, HF_PREPROCESSOR_FILE):
+        converter = _converter_from_hf(_read_json(preset, HF_PREPROCESSOR_FILE))
+    if converter is None:
+        raise ValueError(
+            f"Preset '{preset}' holds no image preprocessing (no "
+            "`image_converter.json` or `preprocessor_config.json`), so "
+            "kerastl cannot know how its weights expect images to be scaled. "
+            "Pass one explicitly, e.g. `TransferClassifier.from_preset(preset, "
+            "image_converter=keras_hub.layers.ImageConverter(image_size=(224, "
+            "224), scale=1 / 255))`, with the resize and normalization the "
+            f"backbone was trained with. Received: preset={preset!r}"
+        )
+    return converter
+
+
+def _converter_from_hf(config):
+    size = config.get("crop_size") or config.get("size") or {}
+    if isinstance(size, int):
+        size = {"height": size, "width": size}
+    image_size = None
+    if config.get("do_resize", True) and "height" in size:
+        image_size = (size["height"], size["width"])
+    elif config.get("do_resize", True) and "shortest_edge" in size:
+        image_size = (size["shortest_edge"], size["shortest_edge"])
+    rescale = config.get("rescale_factor", 1 / 255)
+    if not config.get("do_rescale", True):
+        rescale = 1.0
+    mean = config.get("image_mean", [0.0, 0.0, 0.0])
+    std = config.get("image_std", [1.0, 1.0, 1.0])
+    if not config.get("do_normalize", True):
+        mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    return keras_hub.layers.ImageConverter(
+        image_size=image_size,
+        scale=[rescale / s for s in std],
+        offset=[-m / s for m, s in zip(mean, std)],
+        interpolation=_HF_RESAMPLE.get(config.get("resample"), "bilinear"),
+    )
+
+
+def _read_json(preset, name):
+    with open(get_file(preset, name)) as f:
+        return json.load(f)
+
+
+def load_head_config(preset):
+    """The head config of a kerastl preset, or `None` for any other preset.
+
+    Args:
+        preset: str. Any preset `load_backbone` accepts.
+
+    Example:
+    ```python
+    kerastl.presets.load_head_config("pets_preset")["class_names"][:2]
+    ```
+    """
+    if not check_file_exists(preset, HEAD_CONFIG_FILE):
+        return None
+    return _read_json(preset, HEAD_CONFIG_FILE)["config"]
+
+
+def _head_weights_skip(model):
+    # Everything but the head: the backbone is saved by keras-hub and the
+    # image converter has no weights.
+    return list(model.backbone._flatten_layers()) + [model.image_converter]
+
+
+def load_head_weights(model, preset):
+    """Loads a kerastl preset's head weights into `model`.
+
+    Args:
+        model: a `kerastl.TransferClassifier` whose head matches the preset's.
+        preset: str. A kerastl preset.
+
+    Example:
+    ```python
+    kerastl.presets.load_head_weights(model, "pets_preset")
+    ```
+    """
+    keras.saving.load_weights(
+        model,
+        get_file(preset, HEAD_WEIGHTS_FILE),
+        objects_to_skip=_head_weights_skip(model),
+    )
+
+
+def save_preset(model, preset_dir):
+    """Writes `model` as a kerastl preset directory, atomically.
+
+    Args:
+        model: a `kerastl.TransferClassifier`.
+        preset_dir: str or path-like. Created, or replaced whole.
+
+    Example:
+    ```python
+    kerastl.presets.save_preset(model, "pets_preset")
+    ```
+    """
+    with atomic.atomic_path(preset_dir) as tmp:
+        tmp.mkdir()
+        model.backbone.save_to_preset(str(tmp))
+        model.image_converter.save_to_preset(str(tmp))
+        head_config = {
+            "class_name": type(model).__name__,
+            "config": model.head_config(),
+        }
+        (tmp / HEAD_CONFIG_FILE).write_text(json.dumps(head_config, indent=2))
+        keras.saving.save_weights(
+            model,
+            str(tmp / HEAD_WEIGHTS_FILE),
+            objects_to_skip=_head_weights_skip(model),
+        )

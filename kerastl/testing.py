@@ -1,0 +1,213 @@
+"""Test harness: tiny random-weight backbones and shared classifier checks.
+
+Unit tests never download a preset. They build tiny keras-hub backbones with
+random weights, or save them as local presets exactly as keras-hub would,
+and run the checks every classifier must pass through `ClassifierTestCase`.
+"""
+
+import keras
+import keras_hub
+import numpy as np
+
+from kerastl.classifier import TransferClassifier
+
+TINY_IMAGE_SIZE = 32
+
+
+def tiny_resnet(image_size=TINY_IMAGE_SIZE):
+    """A three-stage ResNet backbone with random weights and its converter.
+
+    Shaped like `resnet_50_imagenet` (v1 blocks, BatchNorm, ImageNet
+    mean/std normalization) but with one basic block per stage.
+
+    Args:
+        image_size: int. Height and width the converter resizes to.
+
+    Returns:
+        `(backbone, image_converter)`.
+
+    Example:
+    ```python
+    backbone, converter = kerastl.testing.tiny_resnet()
+    ```
+    """
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 32, 16],
+        stackwise_num_blocks=[1, 1, 1],
+        stackwise_num_strides=[1, 2, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(image_size, image_size, 3),
+    )
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    converter = keras_hub.layers.ResNetImageConverter(
+        image_size=(image_size, image_size),
+        scale=[1 / (255 * s) for s in std],
+        offset=[-m / s for m, s in zip(mean, std)],
+    )
+    return backbone, converter
+
+
+def tiny_vit(image_size=TINY_IMAGE_SIZE):
+    """A two-block ViT backbone with a class token, random weights.
+
+    Args:
+        image_size: int. Height and width of the images; patches are 8x8.
+
+    Returns:
+        `(backbone, image_converter)`; the converter scales to [-1, 1] like
+        the ViT presets.
+
+    Example:
+    ```python
+    backbone, converter = kerastl.testing.tiny_vit()
+    ```
+    """
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(image_size, image_size, 3),
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=32,
+    )
+    converter = keras_hub.layers.ViTImageConverter(
+        image_size=(image_size, image_size), scale=2 / 255, offset=-1.0
+    )
+    return backbone, converter
+
+
+TINY_BACKBONES = {"resnet": tiny_resnet, "vit": tiny_vit}
+
+
+def save_tiny_preset(family, preset_dir):
+    """Saves a tiny random backbone as a keras-hub preset directory.
+
+    The directory looks like a downloaded keras-hub preset: backbone config
+    and weights, image converter, metadata.
+
+    Args:
+        family: str. `"resnet"` or `"vit"`.
+        preset_dir: str or path-like. Where to write.
+
+    Returns:
+        The saved backbone, to compare against.
+
+    Example:
+    ```python
+    kerastl.testing.save_tiny_preset("resnet", tmp_path / "resnet")
+    ```
+    """
+    backbone, converter = TINY_BACKBONES[family]()
+    backbone.save_to_preset(str(preset_dir))
+    converter.save_to_preset(str(preset_dir))
+    return backbone
+
+
+def random_images(num_images, image_size=TINY_IMAGE_SIZE, seed=0):
+    """Random uint8 RGB images, `(num_images, size, size, 3)`.
+
+    Example:
+    ```python
+    images = kerastl.testing.random_images(8)
+    ```
+    """
+    rng = np.random.default_rng(seed)
+    shape = (num_images, image_size, image_size, 3)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def color_images(num_images, num_classes, image_size=TINY_IMAGE_SIZE, seed=0):
+    """A learnable toy problem: each class is a colour, plus noise.
+
+    Returns:
+        `(images, labels)`: uint8 images and integer labels.
+
+    Example:
+    ```python
+    images, labels = kerastl.testing.color_images(32, num_classes=3)
+    ```
+    """
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, size=(num_classes, 3))
+    labels = np.arange(num_images) % num_classes
+    noise = rng.normal(0, 20, size=(num_images, image_size, image_size, 3))
+    images = palette[labels][:, None, None, :] + noise
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int32)
+
+
+class ClassifierTestCase:
+    """Checks every `TransferClassifier` configuration must pass.
+
+    Mix into a pytest test class; each `run_*` method is one shared check.
+
+    Example:
+    ```python
+    class TestResNet(kerastl.testing.ClassifierTestCase):
+        def test_basics(self, tmp_path):
+            backbone, converter = kerastl.testing.tiny_resnet()
+            self.run_classifier_test(
+                dict(backbone=backbone, image_converter=converter,
+                     num_classes=3),
+                tmp_path,
+            )
+    ```
+    """
+
+    def run_classifier_test(self, init_kwargs, tmp_path, num_images=8):
+        """Predict, fit, config and `.keras` round trips on random data."""
+        model = TransferClassifier(**init_kwargs)
+        num_classes = init_kwargs["num_classes"]
+        images = random_images(num_images)
+        if model.multi_label:
+            rng = np.random.default_rng(1)
+            labels = rng.integers(0, 2, size=(num_images, num_classes))
+        else:
+            labels = np.arange(num_images) % num_classes
+
+        # Outputs: shape, dtype and the range of the head's activation.
+        probs = model.predict(images, verbose=0)
+        assert probs.shape == (num_images, num_classes)
+        assert probs.dtype == np.float32
+        if model.activation == "auto":
+            assert np.all((probs >= 0) & (probs <= 1))
+        if model.activation == "auto" and not model.multi_label:
+            np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+        # Numpy arrays and a tf.data pipeline give the same predictions.
+        dataset = self.dataset(images, labels)
+        np.testing.assert_allclose(
+            model.predict(dataset, verbose=0), probs, atol=1e-6
+        )
+
+        # Fit works on both, and the loss is finite.
+        history = model.fit(images, labels, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+
+        # Config round trip: same class, same config.
+        config = model.get_config()
+        clone = TransferClassifier.from_config(config)
+        assert clone.get_config() == config
+
+        # `.keras` round trip: same class and predictions, no custom objects.
+        probs = model.predict(images, verbose=0)
+        path = tmp_path / "model.keras"
+        model.save(path)
+        restored = keras.models.load_model(path)
+        assert isinstance(restored, TransferClassifier)
+        np.testing.assert_allclose(
+            restored.predict(images, verbose=0), probs, atol=1e-6
+        )
+        return model
+
+    @staticmethod
+    def dataset(images, labels, batch_size=4):
+        """A batched `tf.data.Dataset` of `(images, labels)`."""
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices((images, labels)).batch(
+            batch_size
+        )
