@@ -150,7 +150,9 @@ class TransferClassifier(keras.Model):
         output_activation = activation
         if activation == "auto":
             output_activation = "sigmoid" if multi_label else "softmax"
-        mode = backbones.auto_pooling(backbone) if pooling == "auto" else pooling
+        mode = (
+            backbones.auto_pooling(backbone) if pooling == "auto" else pooling
+        )
 
         # === Layers ===
         self.backbone = backbone
@@ -324,9 +326,7 @@ class TransferClassifier(keras.Model):
 
     # === Compilation ===
 
-    def compile(
-        self, optimizer="auto", loss="auto", metrics="auto", **kwargs
-    ):
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
         """Configures the model for training, with defaults matching the head.
 
         Args:
@@ -401,8 +401,10 @@ class TransferClassifier(keras.Model):
         head = "sigmoid (multi-label)" if self.multi_label else "softmax"
         wrong = _CATEGORICAL_LOSSES if self.multi_label else _BINARY_LOSSES
         if name in wrong:
-            right = "binary_crossentropy" if self.multi_label else (
-                "sparse_categorical_crossentropy"
+            right = (
+                "binary_crossentropy"
+                if self.multi_label
+                else ("sparse_categorical_crossentropy")
             )
             raise ValueError(
                 f"Loss {name!r} does not fit this model's {head} head. Use "
@@ -499,6 +501,10 @@ class TransferClassifier(keras.Model):
                 "`save_to_preset` for a preset directory or `export` for "
                 f"serving formats. Received: filepath={filepath}"
             )
+        if self.optimizer is not None and not self.optimizer.built:
+            # A loaded model's optimizer is built for its trainable weights
+            # (see `compile_from_config`); save one with the same slots.
+            self.optimizer.build(self.trainable_variables)
         with atomic.atomic_path(filepath, suffix=".keras") as tmp:
             super().save(tmp, overwrite=overwrite, **kwargs)
 
@@ -693,4 +699,3 @@ def _check_class_names(class_names, num_classes):
             f"class. Received: class_names={class_names!r}"
         )
     return class_names
-

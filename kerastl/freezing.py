@@ -155,7 +155,10 @@ def format_audit(rows):
 
     def line(row):
         cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:3], widths[1:3])]
+        cells += [
+            cell.rjust(width)
+            for cell, width in zip(row[1:3], widths[1:3], strict=True)
+        ]
         cells.append(row[3].ljust(widths[3]))
         return "  ".join(cells).rstrip()
 

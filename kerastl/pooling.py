@@ -39,15 +39,17 @@ class FeaturePooling(keras.layers.Layer):
         self.mode = mode
         self.num_prefix_tokens = num_prefix_tokens
 
-    def call(self, inputs):
-        rank = len(inputs.shape)
-        if self.mode in ("token", "mean_tokens") and rank != 3:
+    def _check_shape(self, shape):
+        if self.mode in ("token", "mean_tokens") and len(shape) != 3:
             raise ValueError(
                 f"Pooling mode {self.mode!r} needs a token sequence "
                 "(batch, tokens, channels); this backbone outputs a feature "
-                f"map of shape {inputs.shape}. Use pooling='avg' or 'max'. "
+                f"map of shape {tuple(shape)}. Use pooling='avg' or 'max'. "
                 f"Received: mode={self.mode!r}"
             )
+
+    def call(self, inputs):
+        rank = len(inputs.shape)
         spatial_axes = tuple(range(1, rank - 1))
         if self.mode == "avg":
             return keras.ops.mean(inputs, axis=spatial_axes)
@@ -58,6 +60,7 @@ class FeaturePooling(keras.layers.Layer):
         return keras.ops.mean(inputs[:, self.num_prefix_tokens :, :], axis=1)
 
     def compute_output_shape(self, input_shape):
+        self._check_shape(input_shape)
         return (input_shape[0], input_shape[-1])
 
     def get_config(self):

@@ -11,6 +11,7 @@ understands built-in names, `kaggle://` and `hf://` handles, and local
 directories in keras-hub, Hugging Face transformers and timm formats.
 """
 
+import contextlib
 import json
 
 import keras
@@ -30,6 +31,13 @@ HF_PREPROCESSOR_FILE = "preprocessor_config.json"
 # The head config keys that change the shape of the head's weights.
 HEAD_SHAPE_KEYS = ("num_classes", "multi_label", "pooling", "hidden_dim")
 
+# Backbone arguments keras-hub's Hugging Face converters leave at their
+# defaults although the checkpoint's config.json sets them: keras-hub 0.32
+# builds every transformers ViT with LayerNorm epsilon 1e-6 where the
+# checkpoint says 1e-12, shifting features by ~1e-3. Maps model_type to
+# {backbone argument: config.json key}.
+_HF_BACKBONE_ARGS = {"vit": {"layer_norm_epsilon": "layer_norm_eps"}}
+
 # PIL resampling filters in Hugging Face image processor configs.
 _HF_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
@@ -47,8 +55,11 @@ def load_backbone(preset, load_weights=True):
     backbone = kerastl.presets.load_backbone("resnet_50_imagenet")
     ```
     """
+    config = _read_json(preset, "config.json")
+    fixes = _HF_BACKBONE_ARGS.get(config.get("model_type"), {})
+    kwargs = {arg: config[key] for arg, key in fixes.items() if key in config}
     return keras_hub.models.Backbone.from_preset(
-        preset, load_weights=load_weights
+        preset, load_weights=load_weights, **kwargs
     )
 
 
@@ -74,10 +85,9 @@ def load_image_converter(preset):
     ```
     """
     converter = None
-    try:
+    # A keras-hub preset saved without a converter has no such file.
+    with contextlib.suppress(FileNotFoundError):
         converter = keras_hub.layers.ImageConverter.from_preset(preset)
-    except FileNotFoundError:
-        pass
     if converter is None and check_file_exists(preset, HF_PREPROCESSOR_FILE):
         converter = _converter_from_hf(_read_json(preset, HF_PREPROCESSOR_FILE))
     if converter is None:
@@ -112,7 +122,7 @@ def _converter_from_hf(config):
     return keras_hub.layers.ImageConverter(
         image_size=image_size,
         scale=[rescale / s for s in std],
-        offset=[-m / s for m, s in zip(mean, std)],
+        offset=[-m / s for m, s in zip(mean, std, strict=True)],
         interpolation=_HF_RESAMPLE.get(config.get("resample"), "bilinear"),
     )
 
@@ -139,9 +149,10 @@ def load_head_config(preset):
 
 
 def _head_weights_skip(model):
-    # Everything but the head: the backbone is saved by keras-hub and the
-    # image converter has no weights.
-    return list(model.backbone._flatten_layers()) + [model.image_converter]
+    # Everything but the head: the backbone is saved by keras-hub, the image
+    # converter has no weights, and a preset carries no training state.
+    skip = list(model.backbone._flatten_layers()) + [model.image_converter]
+    return skip + ([model.optimizer] if model.optimizer else [])
 
 
 def load_head_weights(model, preset):

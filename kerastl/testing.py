@@ -45,7 +45,7 @@ def tiny_resnet(image_size=TINY_IMAGE_SIZE):
     converter = keras_hub.layers.ResNetImageConverter(
         image_size=(image_size, image_size),
         scale=[1 / (255 * s) for s in std],
-        offset=[-m / s for m, s in zip(mean, std)],
+        offset=[-m / s for m, s in zip(mean, std, strict=True)],
     )
     return backbone, converter
 

@@ -1,0 +1,68 @@
+"""The test matrix: `nox` runs every backend's tests and the lint."""
+
+import hashlib
+import pathlib
+import sys
+
+import nox
+
+nox.needs_version = ">=2024.4.15"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = pathlib.Path(__file__).parent
+CONSTRAINTS = ROOT / "constraints.txt"
+BACKENDS = ["jax", "tensorflow", "torch"]
+# The three backends need the same packages (keras-hub pulls TensorFlow
+# in, and the transformers peer needs torch), so one environment serves
+# them all instead of installing ~2 GB three times.
+SHARED_ENV = ROOT / ".nox" / "kerastl-test-env"
+
+
+def _shared_env(session):
+    """Creates or refreshes the shared test environment; returns its bin."""
+    bin_dir = SHARED_ENV / ("Scripts" if sys.platform == "win32" else "bin")
+    stamp = SHARED_ENV / "installed-from.sha256"
+    digest = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + CONSTRAINTS.read_bytes()
+    ).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return bin_dir
+    session.run(sys.executable, "-m", "venv", "--clear", str(SHARED_ENV))
+    session.run(
+        str(bin_dir / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "-c",
+        str(CONSTRAINTS),
+        "-e",
+        f"{ROOT}[test]",
+        external=True,
+    )
+    stamp.write_text(digest)
+    return bin_dir
+
+
+@nox.session(venv_backend="none")
+@nox.parametrize("backend", [nox.param(b, id=b) for b in BACKENDS])
+def tests(session, backend):
+    """Run the test suite on one Keras backend."""
+    bin_dir = _shared_env(session)
+    session.env["KERAS_BACKEND"] = backend
+    session.run(
+        str(bin_dir / "python"),
+        "-m",
+        "pytest",
+        *(session.posargs or ["tests"]),
+        external=True,
+    )
+
+
+@nox.session
+def lint(session):
+    """Check style and formatting with ruff."""
+    session.install("-c", str(CONSTRAINTS), "ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")

@@ -1,0 +1,159 @@
+import socket
+
+import keras
+import numpy as np
+import pytest
+import pytest_socket
+
+from kerastl import TransferClassifier
+from kerastl import presets
+from kerastl import testing
+
+
+@pytest.mark.parametrize("family", ["resnet", "vit"])
+def test_keras_hub_preset_loads_backbone_weights(family, tmp_path):
+    saved = testing.save_tiny_preset(family, tmp_path / family)
+    model = TransferClassifier.from_preset(tmp_path / family, num_classes=5)
+    assert model.num_classes == 5
+    for ours, theirs in zip(model.backbone.weights, saved.weights, strict=True):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs)
+        )
+    assert model.image_converter.get_config()["scale"] is not None
+
+
+@pytest.mark.parametrize(
+    "multi_label", [False, True], ids=["softmax", "sigmoid"]
+)
+def test_preset_round_trip(multi_label, tmp_path):
+    testing.save_tiny_preset("resnet", tmp_path / "base")
+    names = ["cat", "dog", "fox"]
+    model = TransferClassifier.from_preset(
+        tmp_path / "base", class_names=names, multi_label=multi_label
+    )
+    images, labels = testing.color_images(8, num_classes=3)
+    if multi_label:
+        labels = keras.utils.to_categorical(labels, 3)
+    model.fit(images, labels, epochs=1, verbose=0)
+    model.save_to_preset(tmp_path / "trained")
+
+    restored = TransferClassifier.from_preset(tmp_path / "trained")
+    assert restored.class_names == names
+    assert restored.multi_label == multi_label
+    assert restored.num_classes == 3
+    np.testing.assert_allclose(
+        restored.predict(images, verbose=0),
+        model.predict(images, verbose=0),
+        atol=1e-6,
+    )
+
+
+def test_new_num_classes_replaces_the_head(tmp_path):
+    testing.save_tiny_preset("vit", tmp_path / "base")
+    model = TransferClassifier.from_preset(
+        tmp_path / "base", class_names=["a", "b", "c"]
+    )
+    model.save_to_preset(tmp_path / "trained")
+    other = TransferClassifier.from_preset(tmp_path / "trained", num_classes=4)
+    assert other.num_classes == 4
+    assert other.class_names is None
+    # The backbone is still the trained one.
+    for ours, theirs in zip(
+        other.backbone.weights, model.backbone.weights, strict=True
+    ):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs)
+        )
+
+
+def test_save_to_preset_replaces_whole(tmp_path):
+    testing.save_tiny_preset("vit", tmp_path / "base")
+    model = TransferClassifier.from_preset(tmp_path / "base", num_classes=2)
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "stale.txt").write_text("from an older save")
+    model.save_to_preset(target)
+    assert not (target / "stale.txt").exists()
+    assert (target / presets.HEAD_CONFIG_FILE).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "out"]
+
+
+def test_preset_without_head_needs_num_classes(tmp_path):
+    testing.save_tiny_preset("vit", tmp_path / "base")
+    with pytest.raises(ValueError, match="num_classes"):
+        TransferClassifier.from_preset(tmp_path / "base")
+
+
+def test_unknown_preset_is_a_short_error():
+    with pytest.raises(ValueError) as info:
+        TransferClassifier.from_preset("vit_base_patch16_224_imagenett", 3)
+    assert "vit_base_patch16_224_imagenet" in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore:A test tried to use socket")
+def test_network_is_blocked_in_tests():
+    with pytest.raises(pytest_socket.SocketBlockedError):
+        socket.create_connection(("127.0.0.1", 9))
+
+
+def write_hf_vit(path):
+    """A random-weight transformers ViT classifier checkpoint, as on the Hub."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        hidden_size=16,
+        intermediate_size=32,
+        num_labels=4,
+    )
+    model = transformers.ViTForImageClassification(config).eval()
+    model.save_pretrained(path)
+    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32})
+    processor.save_pretrained(path)
+    return model, processor
+
+
+def test_hugging_face_vit_matches_transformers(tmp_path):
+    import torch
+
+    hf_model, processor = write_hf_vit(tmp_path / "hf")
+    model = TransferClassifier.from_preset(tmp_path / "hf", num_classes=3)
+    images = testing.random_images(3)
+    pixels = processor(images=list(images), return_tensors="pt")
+    with torch.no_grad():
+        hidden = hf_model.vit(**pixels).last_hidden_state.numpy()
+    # Raw uint8 images in: the model applies the checkpoint's preprocessing.
+    features = model.feature_extractor().predict(images, verbose=0)
+    np.testing.assert_allclose(features, hidden[:, 0], atol=1e-4)
+    sequence = model.backbone.predict(
+        np.transpose(pixels["pixel_values"].numpy(), (0, 2, 3, 1)), verbose=0
+    )
+    np.testing.assert_allclose(sequence, hidden, atol=1e-4)
+
+
+def test_preset_without_preprocessing_is_an_error(tmp_path):
+    backbone, _ = testing.tiny_vit()
+    backbone.save_to_preset(str(tmp_path / "bare"))
+    with pytest.raises(ValueError, match="no image preprocessing"):
+        TransferClassifier.from_preset(tmp_path / "bare", num_classes=2)
+
+
+@pytest.mark.large
+@pytest.mark.parametrize(
+    "preset, image_size, width",
+    [
+        ("resnet_50_imagenet", (224, 224), 2048),
+        ("vit_base_patch16_224_imagenet", (224, 224), 768),
+    ],
+)
+def test_real_presets(preset, image_size, width):
+    model = TransferClassifier.from_preset(preset, num_classes=2)
+    assert model.image_size == image_size
+    features = model.feature_extractor().predict(
+        testing.random_images(1, image_size[0]), verbose=0
+    )
+    assert features.shape == (1, width)
