@@ -46,7 +46,7 @@ def _shared_env(session):
 
 
 @nox.session(venv_backend="none")
-@nox.parametrize("backend", [nox.param(b, id=b) for b in BACKENDS])
+@nox.parametrize("backend", [nox.param(b, id=b, tags=[b]) for b in BACKENDS])
 def tests(session, backend):
     """Run the test suite on one Keras backend."""
     bin_dir = _shared_env(session)

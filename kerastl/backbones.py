@@ -123,6 +123,37 @@ def family_of(backbone):
     return _GENERIC_TRANSFORMER if rank == 3 else _GENERIC_CONVNET
 
 
+def image_input(backbone):
+    """The backbone's image input, and its key if inputs are a dict.
+
+    Most backbones take a tensor of images; some (DINOv2) take a dict with
+    one `"images"` entry.
+
+    Args:
+        backbone: a `keras_hub.models.Backbone` instance.
+
+    Returns:
+        `(key, input_tensor)`, `key` being `None` for a plain tensor input.
+
+    Example:
+    ```python
+    key, images = kerastl.backbones.image_input(backbone)
+    images.shape  # (None, 224, 224, 3)
+    ```
+    """
+    inputs = backbone.input
+    if not isinstance(inputs, dict):
+        return None, inputs
+    if len(inputs) != 1:
+        raise ValueError(
+            f"{type(backbone).__name__} takes several inputs "
+            f"({', '.join(inputs)}); kerastl classifies from images alone. "
+            f"Received: backbone={type(backbone).__name__}"
+        )
+    ((key, tensor),) = inputs.items()
+    return key, tensor
+
+
 def num_prefix_tokens(backbone):
     """Number of class/distillation/register tokens before the patches.
 

@@ -186,12 +186,13 @@ class TransferClassifier(keras.Model):
         # === Functional Model ===
         # A fixed input size: symbolic resizing of unknown sizes fails on
         # JAX, and every backend compiles faster for static shapes.
-        image_shape = tuple(backbone.input.shape[1:])
+        input_key, backbone_input = backbones.image_input(backbone)
+        image_shape = tuple(backbone_input.shape[1:])
         if image_converter.image_size is not None:
             image_shape = (*image_converter.image_size, image_shape[-1])
         inputs = keras.Input(shape=image_shape, name="images")
         x = self.image_converter(inputs)
-        x = self.backbone(x)
+        x = self.backbone({input_key: x} if input_key else x)
         x = self.pooler(x)
         x = self.head_dropout(x)
         if self.head_hidden is not None:
@@ -444,7 +445,13 @@ class TransferClassifier(keras.Model):
             )
         self.compile(**kwargs)
 
-    def fit(self, *args, **kwargs):
+    def fit(self, x=None, y=None, *args, **kwargs):
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset) and not args:
+            # A dataset brings its own order; Keras' default `shuffle=True`
+            # cannot apply to it and only triggers a warning on every call.
+            kwargs.setdefault("shuffle", False)
         state = self._compile_state
         if state is not None and state.signature != self._trainable_signature():
             warnings.warn(
@@ -456,7 +463,7 @@ class TransferClassifier(keras.Model):
                 stacklevel=2,
             )
             self._recompile()
-        return super().fit(*args, **kwargs)
+        return super().fit(x, y, *args, **kwargs)
 
     # === Features ===
 

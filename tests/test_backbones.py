@@ -1,6 +1,7 @@
 import keras_hub
 import pytest
 
+from kerastl import TransferClassifier
 from kerastl import backbones
 from kerastl import testing
 
@@ -42,8 +43,8 @@ def test_groups_cover_every_weight_once(family):
     assert sorted(grouped) == sorted(id(w) for w in backbone.weights)
 
 
-def test_other_families_pool_and_group():
-    backbone = keras_hub.models.DeiTBackbone(
+def tiny_deit():
+    return keras_hub.models.DeiTBackbone(
         image_shape=(32, 32, 3),
         patch_size=8,
         num_layers=2,
@@ -51,29 +52,76 @@ def test_other_families_pool_and_group():
         hidden_dim=16,
         intermediate_dim=32,
     )
-    assert backbones.family_of(backbone).name == "deit"
-    # DeiT prepends a class and a distillation token to its 16 patches.
-    assert backbone.output.shape[1] == 16 + 2
-    assert backbones.num_prefix_tokens(backbone) == 2
-    assert backbones.auto_pooling(backbone) == "token"
-    groups = backbones.layer_groups(backbone)
-    assert len(groups) == 2 + 2  # embeddings, two blocks, final norm
-    grouped = sorted(id(w) for g in groups for w in g.weights)
+
+
+def tiny_dinov2():
+    return keras_hub.models.DINOV2Backbone(
+        patch_size=8,
+        num_layers=2,
+        hidden_dim=16,
+        num_heads=2,
+        intermediate_dim=32,
+        num_register_tokens=2,
+        image_shape=(32, 32, 3),
+        position_embedding_shape=(32, 32, 3),
+    )
+
+
+def tiny_efficientnet():
+    return keras_hub.models.EfficientNetBackbone(
+        stackwise_width_coefficients=[1.0, 1.0],
+        stackwise_depth_coefficients=[1.0, 1.0],
+        stackwise_kernel_sizes=[3, 3],
+        stackwise_num_repeats=[1, 2],
+        stackwise_input_filters=[8, 8],
+        stackwise_output_filters=[8, 16],
+        stackwise_expansion_ratios=[1, 2],
+        stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
+        stackwise_strides=[1, 2],
+        stackwise_block_types=["v1", "v1"],
+        stackwise_force_input_filters=[0, 0],
+        stackwise_nores_option=[False, False],
+        input_shape=(32, 32, 3),
+        num_features=32,
+    )
+
+
+@pytest.mark.parametrize(
+    "build, family, pooling, prefix, groups",
+    [
+        # DeiT prepends a class and a distillation token to its 16 patches.
+        (tiny_deit, "deit", "token", 2, 4),
+        # DINOv2: a class token and, here, two register tokens.
+        (tiny_dinov2, "dinov2", "token", 3, 4),
+        (tiny_efficientnet, "efficientnet", "avg", 0, 3),
+    ],
+    ids=["deit", "dinov2", "efficientnet"],
+)
+def test_other_families(build, family, pooling, prefix, groups):
+    backbone = build()
+    assert backbones.family_of(backbone).name == family
+    assert backbones.auto_pooling(backbone) == pooling
+    if pooling == "token":
+        assert backbones.num_prefix_tokens(backbone) == prefix
+        assert backbone.output.shape[1] == 16 + prefix
+    found = backbones.layer_groups(backbone)
+    assert len(found) == groups
+    grouped = sorted(id(w) for g in found for w in g.weights)
     assert grouped == sorted(id(w) for w in backbone.weights)
+    converter = keras_hub.layers.ImageConverter(
+        image_size=(32, 32), scale=1 / 255
+    )
+    model = TransferClassifier(backbone, 3, image_converter=converter)
+    probs = model.predict(testing.random_images(2), verbose=0)
+    assert probs.shape == (2, 3)
+    model.freeze_backbone()
+    assert len(model.trainable_weights) == 2
 
 
 def test_auto_pooling():
     resnet, _ = testing.tiny_resnet()
     vit, _ = testing.tiny_vit()
-    no_token = keras_hub.models.ViTBackbone(
-        image_shape=(32, 32, 3),
-        patch_size=8,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=16,
-        mlp_dim=32,
-        use_class_token=False,
-    )
+    no_token, _ = testing.tiny_vit(use_class_token=False)
     assert backbones.auto_pooling(resnet) == "avg"
     assert backbones.auto_pooling(vit) == "token"
     assert backbones.auto_pooling(no_token) == "mean_tokens"
