@@ -105,7 +105,7 @@ class TransferClassifier(keras.Model):
 
     Example:
     ```python
-    import keras
+    import keras_hub
     import kerastl
 
     model = kerastl.TransferClassifier.from_preset(
@@ -587,8 +587,7 @@ class TransferClassifier(keras.Model):
         preset = str(preset)
         backbones.check_preset(preset)
         saved = presets.load_head_config(preset) or {}
-        head = {key: value for key, value in saved.items()}
-        head.update(kwargs)
+        head = {**saved, **kwargs}
         if multi_label is not None:
             head["multi_label"] = multi_label
         if num_classes is None and class_names is not None:
