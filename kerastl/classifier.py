@@ -159,9 +159,7 @@ class TransferClassifier(keras.Model):
         self.image_converter = image_converter
         self.pooler = FeaturePooling(
             mode,
-            num_prefix_tokens=backbones.num_prefix_tokens(backbone)
-            if len(backbone.output.shape) == 3
-            else 0,
+            num_prefix_tokens=backbones.num_prefix_tokens(backbone),
             dtype=head_dtype,
             name="pooler",
         )
@@ -403,9 +401,9 @@ class TransferClassifier(keras.Model):
         wrong = _CATEGORICAL_LOSSES if self.multi_label else _BINARY_LOSSES
         if name in wrong:
             right = (
-                "binary_crossentropy"
+                _BINARY_LOSSES[0]
                 if self.multi_label
-                else ("sparse_categorical_crossentropy")
+                else _CATEGORICAL_LOSSES[0]
             )
             raise ValueError(
                 f"Loss {name!r} does not fit this model's {head} head. Use "
