@@ -15,6 +15,8 @@ _LAZY_ATTRIBUTES = {
     "TransferClassifier": "kerastl.classifier",
     "FeaturePooling": "kerastl.pooling",
     "LayerGroup": "kerastl.backbones",
+    "Recipe": "kerastl.recipe",
+    "Stage": "kerastl.recipe",
 }
 
 __all__ = ["__version__", *_LAZY_ATTRIBUTES]

@@ -389,3 +389,58 @@ def check_preset(preset):
         f"`kaggle://` or `hf://` handle, or a local directory. {hint} "
         f"Received: preset={text!r}"
     )
+
+
+def _input_size_from_name(name):
+    # keras-hub preset metadata has no input size; names carry it
+    # ("vit_base_patch16_384_imagenet", "efficientnet_b1_..._r240_...").
+    sizes = [int(s) for s in re.findall(r"(?:^|_|r)(\d{3,4})(?=_|$)", name)]
+    sizes = [s for s in sizes if 96 <= s <= 1024]
+    return f"{sizes[-1]}x{sizes[-1]}" if sizes else "-"
+
+
+def _human_count(count):
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}"
+    return str(count)
+
+
+def describe_presets(pattern=None):
+    """Rows describing keras-hub image presets, for `kerastl presets`.
+
+    Args:
+        pattern: str or `None`. Keeps presets whose name or family contains
+            it (case-insensitive).
+
+    Returns:
+        A list of `(name, family, params, input size, description)` string
+        tuples, sorted by name. The input size comes from the preset's
+        name where it states one, else `"-"`.
+
+    Example:
+    ```python
+    kerastl.backbones.describe_presets("resnet_50")[0][:3]
+    # ("resnet_50_imagenet", "resnet", "23.6M")
+    ```
+    """
+    rows = []
+    for family in FAMILIES:
+        cls = getattr(keras_hub.models, family.backbone_class, None)
+        if cls is None:
+            continue
+        for name, preset in cls.presets.items():
+            if pattern and pattern.lower() not in f"{name} {family.name}":
+                continue
+            metadata = preset.get("metadata", {})
+            description = " ".join(metadata.get("description", "").split())
+            rows.append(
+                (
+                    name,
+                    family.name,
+                    _human_count(metadata.get("params", 0)),
+                    _input_size_from_name(name),
+                    description[:70],
+                )
+            )
+    return sorted(rows)

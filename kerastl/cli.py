@@ -5,9 +5,13 @@ nor kerastl's model modules at the top: each command imports them in its body,
 after the backend is chosen.
 """
 
+import contextlib
 import importlib.metadata
 import importlib.util
+import json
 import os
+import pathlib
+import sys
 
 import click
 
@@ -32,6 +36,7 @@ def cli(verbose):
     """
     if verbose:
         os.environ[logs.VERBOSE_ENV] = "1"
+    logs.quiet_python_loggers()
 
 
 def _version(package):
@@ -61,9 +66,17 @@ def _devices(backend):
 
 
 def _table(rows):
-    widths = [max(len(str(row[i])) for row in rows) for i in range(2)]
+    """Left-aligned columns; the last one is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        f"{str(a).ljust(widths[0])}  {b}".rstrip() for a, b in rows
+        "  ".join(
+            [
+                cell.ljust(w)
+                for cell, w in zip(row[:-1], widths[:-1], strict=True)
+            ]
+            + [row[-1]]
+        ).rstrip()
+        for row in rows
     )
 
 
@@ -86,3 +99,162 @@ def info():
             devices = ", ".join(_devices(backend))
             rows.append((backend, f"{_version(backend)}  [{devices}]"))
     click.echo(_table(rows))
+
+
+def _select_backend(backend):
+    """Sets KERAS_BACKEND before Keras is imported; refuses a late switch."""
+    if backend is None:
+        return
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.config.backend() != backend:
+            raise click.UsageError(
+                f"Keras is already running on {keras.config.backend()!r} in "
+                f"this process and cannot switch to {backend!r}. Set "
+                "KERAS_BACKEND before starting Python instead."
+            )
+    os.environ["KERAS_BACKEND"] = backend
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Turns kerastl's one-paragraph ValueErrors into clean CLI errors."""
+    try:
+        yield
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@cli.command()
+@click.argument(
+    "recipe_path",
+    metavar="RECIPE",
+    type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe field, e.g. --set stages.1.epochs=3 or "
+    "--set preset=./my_preset. Repeatable.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="Run directory. Defaults to runs/<recipe name>/<timestamp>.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    help="Keras backend; defaults to KERAS_BACKEND.",
+)
+@click.option(
+    "--smoke",
+    is_flag=True,
+    help="Synthetic data of the recipe's spec and one epoch of at most two "
+    "steps per stage: checks a recipe end to end in seconds.",
+)
+def fit(recipe_path, overrides, output_dir, backend, smoke):
+    """Fine-tune a model as RECIPE says and write a run directory."""
+    _select_backend(backend)
+    with logs.quiet_native_logs():
+        from kerastl import recipe as recipes
+        from kerastl import run
+
+    recipe = recipes.apply_overrides(
+        recipes.load_recipe(recipe_path), overrides
+    )
+    click.echo(f"Recipe {recipe_path}:")
+    click.echo(json.dumps(recipe.to_dict(), indent=2))
+    with _user_errors():
+        run.fit_recipe(recipe, output_dir=output_dir, smoke=smoke)
+
+
+@cli.command()
+@click.argument(
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
+)
+@click.option(
+    "--split",
+    default="validation",
+    show_default=True,
+    help="Which split of the recipe's data to evaluate.",
+)
+def evaluate(run_dir, split):
+    """Recompute the metrics of a run directory's model on one split."""
+    with logs.quiet_native_logs():
+        from kerastl import evaluation
+        from kerastl import run
+
+    with _user_errors():
+        recipe, model = run.load_run(run_dir)
+        summary = json.loads((run_dir / "metrics.json").read_text())
+        bundle = run.load_recipe_data(
+            recipe, model.image_size, smoke=summary.get("smoke", False)
+        )
+        if split not in bundle.splits:
+            raise click.UsageError(
+                f"The recipe's data has no {split!r} split; it has "
+                f"{', '.join(bundle.splits)}."
+            )
+        results = run.evaluate_splits(model, bundle, splits=(split,))
+    summary["splits"].update(results)
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    click.echo(evaluation.metrics_table(results))
+
+
+@cli.command()
+@click.argument(
+    "model_path",
+    metavar="MODEL_OR_RUN_DIR",
+    type=click.Path(exists=True, path_type=pathlib.Path),
+)
+@click.argument(
+    "inputs",
+    metavar="IMAGE_OR_FOLDER...",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, path_type=pathlib.Path),
+)
+@click.option("--top-k", default=5, show_default=True, help="Classes shown.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def predict(model_path, inputs, top_k, as_json):
+    """Predict the classes of images with a run directory or saved model."""
+    with logs.quiet_native_logs():
+        from kerastl import prediction
+
+    with _user_errors():
+        model = prediction.load_model(model_path)
+        results = prediction.predict_files(model, inputs, top_k=top_k)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for result in results:
+        if "error" in result:
+            click.echo(f"{result['path']}: unreadable ({result['error']})")
+            continue
+        shown = ", ".join(
+            f"{p['class']} {p['probability']:.3f}"
+            for p in result["predictions"]
+        )
+        click.echo(f"{result['path']}: {shown}")
+
+
+@cli.command()
+@click.argument("pattern", required=False)
+def presets(pattern):
+    """List keras-hub image presets (optionally matching PATTERN)."""
+    with logs.quiet_native_logs():
+        from kerastl import backbones
+
+    rows = backbones.describe_presets(pattern)
+    if not rows:
+        raise click.ClickException(
+            f"No keras-hub image preset matches {pattern!r}. Run "
+            "`kerastl presets` to list them all."
+        )
+    header = ("preset", "family", "params", "input", "description")
+    click.echo(_table([header, *rows]))

@@ -8,6 +8,7 @@ itself is silenced by pointing descriptor 2 elsewhere while it runs.
 """
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -51,3 +52,21 @@ def quiet_native_logs():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def quiet_python_loggers():
+    """Shows only errors from TensorFlow's and absl's Python loggers.
+
+    They warn about their own deprecations (tfds, tf.data) on every run,
+    which says nothing to a kerastl user. Does nothing when
+    `KERASTL_VERBOSE=1`.
+
+    Example:
+    ```python
+    kerastl.logs.quiet_python_loggers()
+    ```
+    """
+    if verbose():
+        return
+    for name in ("absl", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)

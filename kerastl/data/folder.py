@@ -1,0 +1,147 @@
+"""Image folders: one subfolder per class, optionally one folder per split."""
+
+import pathlib
+
+import numpy as np
+
+from kerastl.data.examples import Examples
+from kerastl.data.spec import DataError
+
+# Split folders looked for when `DataSpec.validation` / `.test` is `None`.
+_DEFAULT_FOLDERS = {"validation": ("validation", "val"), "test": ("test",)}
+
+
+def _visible(path):
+    return not path.name.startswith(".")
+
+
+def _class_folders(folder):
+    return sorted(
+        p.name for p in folder.iterdir() if p.is_dir() and _visible(p)
+    )
+
+
+def _files(folder):
+    return sorted(
+        str(p)
+        for p in folder.rglob("*")
+        if p.is_file()
+        and all(_visible(part) for part in p.relative_to(folder).parents)
+        and _visible(p)
+    )
+
+
+def split_folders(spec):
+    """Finds the folder of each split.
+
+    Args:
+        spec: a `DataSpec` with `source="folder"`.
+
+    Returns:
+        dict of split name to `pathlib.Path`.
+
+    Example:
+    ```python
+    split_folders(DataSpec("folder", "/data/flowers"))
+    ```
+    """
+    root = pathlib.Path(spec.name or "")
+    if not spec.name or not root.is_dir():
+        raise DataError(
+            f"The image folder {spec.name!r} does not exist. Point "
+            "data.name at a folder with one subfolder of images per class."
+        )
+    if not (root / spec.train).is_dir():
+        if spec.train != "train" or spec.validation or spec.test:
+            missing = [
+                name
+                for name in (spec.train, spec.validation, spec.test)
+                if name and not (root / name).is_dir()
+            ]
+            raise DataError(
+                f"The image folder {str(root)!r} has no split subfolder(s) "
+                f"{missing}. Name existing subfolders in data.train, "
+                "data.validation and data.test, or leave them unset to use "
+                "the whole folder as training data."
+            )
+        return {"train": root}
+    folders = {"train": root / spec.train}
+    for split in ("validation", "test"):
+        name = getattr(spec, split)
+        if name is not None:
+            if not (root / name).is_dir():
+                raise DataError(
+                    f"The {split} folder {str(root / name)!r} does not "
+                    f"exist. Fix data.{split} or leave it unset."
+                )
+            folders[split] = root / name
+            continue
+        for candidate in _DEFAULT_FOLDERS[split]:
+            if (root / candidate).is_dir():
+                folders[split] = root / candidate
+                break
+    return folders
+
+
+def load_folder(spec, multi_label):
+    """Lists a folder dataset's images and labels, one subfolder per class.
+
+    Class names are the sorted subfolder names of the training folder
+    unless `spec.class_names` gives them. Hidden files and folders are
+    ignored; every other file is an image candidate (unreadable ones are
+    skipped later, with a reason).
+
+    Args:
+        spec: a `DataSpec` with `source="folder"`.
+        multi_label: bool. Multi-hot (one-hot here) labels if `True`.
+
+    Returns:
+        `(class_names, splits)`: a list of str and a dict of split name to
+        `Examples`.
+
+    Example:
+    ```python
+    class_names, splits = load_folder(DataSpec("folder", "/data/pets"), False)
+    ```
+    """
+    folders = split_folders(spec)
+    found = _class_folders(folders["train"])
+    if not found:
+        raise DataError(
+            f"The image folder {str(folders['train'])!r} has no class "
+            "subfolders, so it holds no labelled images. Put each class's "
+            "images in a subfolder named after the class."
+        )
+    class_names = list(spec.class_names or found)
+    splits = {}
+    for split, folder in folders.items():
+        labels = []
+        paths = []
+        for name in _class_folders(folder):
+            if name not in class_names:
+                raise DataError(
+                    f"{str(folder / name)!r} is a class folder outside the "
+                    f"class list {class_names}. Remove it, or add {name!r} "
+                    "to data.class_names."
+                )
+            files = _files(folder / name)
+            if not files:
+                raise DataError(
+                    f"The class folder {str(folder / name)!r} is empty. Add "
+                    "its images or remove the folder."
+                )
+            paths += files
+            labels += [class_names.index(name)] * len(files)
+        if split == "train":
+            absent = sorted(set(class_names) - set(_class_folders(folder)))
+            if absent:
+                raise DataError(
+                    f"The training folder {str(folder)!r} has no images of "
+                    f"the class(es) {absent}. Add a subfolder of images for "
+                    "each, or remove them from data.class_names."
+                )
+        labels = np.asarray(labels, dtype=np.int64)
+        if multi_label:
+            labels = np.eye(len(class_names), dtype=np.float32)[labels]
+        splits[split] = Examples(labels, paths=paths)
+    return class_names, splits

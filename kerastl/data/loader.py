@@ -1,0 +1,257 @@
+"""`load_data`: a `DataSpec` in, batched train / validation / test out."""
+
+from kerastl.data import carving
+from kerastl.data import pipeline
+from kerastl.data import synthetic
+from kerastl.data import tfds_source
+from kerastl.data.arrays import load_arrays
+from kerastl.data.examples import drop_unreadable
+from kerastl.data.examples import first_of_each_class
+from kerastl.data.folder import load_folder
+from kerastl.data.spec import SOURCES
+from kerastl.data.spec import DataBundle
+from kerastl.data.spec import DataError
+from kerastl.data.table import load_table
+
+# `--smoke` carves a third of its few training examples for validation, so
+# validation gets about one batch.
+_SMOKE_VALIDATION_FRACTION = 1 / 3
+
+
+def _smoke_counts(batch_size):
+    return {
+        "train": 2 * batch_size,
+        "validation": batch_size,
+        "test": batch_size,
+    }
+
+
+def _check_labels(class_names, splits, multi_label, num_classes, spec):
+    if num_classes is not None and num_classes != len(class_names):
+        raise DataError(
+            f"The model has num_classes={num_classes}, but the data "
+            f"{spec.name or spec.source!r} has {len(class_names)} classes "
+            f"({_preview(class_names)}). Set num_classes to "
+            f"{len(class_names)}, or fix the data or data.class_names."
+        )
+    if len(set(class_names)) != len(class_names):
+        raise DataError(
+            f"The class names {class_names} repeat a name. Give each class "
+            "one distinct name in data.class_names."
+        )
+    if not multi_label and any(
+        examples.labels.ndim == 2 for examples in splits.values()
+    ):
+        raise DataError(
+            "The data has multi-hot labels (several classes per image), "
+            "but the task is single-label. Train with multi_label=True, or "
+            "give one integer label per image."
+        )
+
+
+def _preview(names, limit=8):
+    shown = ", ".join(map(str, names[:limit]))
+    return shown + (", ..." if len(names) > limit else "")
+
+
+def _file_or_array_splits(spec, multi_label, num_classes):
+    if spec.source == "folder":
+        return load_folder(spec, multi_label)
+    if spec.source == "csv":
+        return load_table(spec, multi_label)
+    return load_arrays(spec, num_classes)
+
+
+def _load_local(spec, *, multi_label, seed, num_classes, smoke, batch_size):
+    """Folder, CSV and arrays: lists, checks files, carves validation."""
+    class_names, splits = _file_or_array_splits(spec, multi_label, num_classes)
+    _check_labels(class_names, splits, multi_label, num_classes, spec)
+    fraction = spec.validation_fraction
+    if smoke:
+        counts = _smoke_counts(batch_size)
+        if "validation" not in splits:
+            counts["train"] += batch_size
+            fraction = _SMOKE_VALIDATION_FRACTION
+        splits = {
+            split: first_of_each_class(examples, counts[split])
+            for split, examples in splits.items()
+        }
+    skipped = []
+    if spec.source != "arrays":
+        # Before any training: an unreadable file is reported, not fatal.
+        splits, skipped = drop_unreadable(splits)
+    for split, examples in splits.items():
+        if len(examples) == 0:
+            raise DataError(
+                f"The {split} split of {spec.name!r} has no readable images "
+                f"({len(skipped)} file(s) skipped as unreadable). Add "
+                "images, or fix the paths."
+            )
+    if "validation" not in splits:
+        train_idx, val_idx = carving.carve(
+            splits["train"].labels, fraction, seed
+        )
+        train = splits["train"]
+        splits["train"], splits["validation"] = (
+            train.take(train_idx),
+            train.take(val_idx),
+        )
+    datasets = {
+        split: pipeline.examples_dataset(examples)
+        for split, examples in splits.items()
+    }
+    counts = {split: len(examples) for split, examples in splits.items()}
+    return class_names, datasets, counts, skipped
+
+
+def _load_tfds(spec, *, multi_label, seed, num_classes, smoke, batch_size):
+    if not smoke:
+        class_names, datasets, counts = tfds_source.load_tfds(
+            spec,
+            multi_label=multi_label,
+            seed=seed,
+            validation_fraction=spec.validation_fraction,
+        )
+        return class_names, datasets, counts
+    import tensorflow_datasets as tfds
+
+    sizes = _smoke_counts(batch_size)
+    try:
+        # The real loading code, on tfds' generated stand-in examples.
+        with tfds.testing.mock_data(num_examples=3 * batch_size):
+            class_names, datasets, counts = tfds_source.load_tfds(
+                spec,
+                multi_label=multi_label,
+                seed=seed,
+                validation_fraction=_SMOKE_VALIDATION_FRACTION,
+            )
+        datasets = {
+            split: ds.take(sizes[split]) for split, ds in datasets.items()
+        }
+        counts = {
+            split: min(count, sizes[split]) for split, count in counts.items()
+        }
+        return class_names, datasets, counts
+    except DataError:
+        raise
+    except Exception:
+        # tfds cannot mock this dataset; random images of its classes.
+        _, class_names, _ = tfds_source.builder_info(spec)
+    datasets = {}
+    counts = {}
+    splits = ["train", "validation"] + (["test"] if spec.test else [])
+    for offset, split in enumerate(splits):
+        examples = synthetic.random_examples(
+            sizes[split], (64, 64), len(class_names), multi_label, seed + offset
+        )
+        datasets[split] = pipeline.examples_dataset(examples)
+        counts[split] = sizes[split]
+    return class_names, datasets, counts
+
+
+def load_data(
+    spec,
+    *,
+    image_size,
+    batch_size,
+    multi_label,
+    seed=0,
+    augment=None,
+    num_classes=None,
+    smoke=False,
+):
+    """Loads a dataset as batched, model-ready `tf.data` splits.
+
+    Every split yields `(images, labels)` batches: float32 RGB images
+    `(B, H, W, 3)` in [0, 255], not normalized (the model normalizes), of
+    `image_size` (center-cropped to its aspect ratio, then resized); int32
+    labels `(B,)`, or float32 multi-hot `(B, num_classes)` when
+    `multi_label`. Training data is shuffled and augmented under `seed`;
+    validation and test are neither. All checks (unreadable files, label
+    errors, class counts) run before this returns, so a bad dataset fails
+    before training: unreadable image files are skipped and listed in
+    `DataBundle.skipped`, other problems raise `DataError`.
+
+    Args:
+        spec: `DataSpec`. Where the data comes from.
+        image_size: `(height, width)` of the model's input.
+        batch_size: int.
+        multi_label: bool. Several classes per image (sigmoid head) if
+            `True`.
+        seed: int. Seeds the validation carving, shuffling and
+            augmentation. Defaults to `0`.
+        augment: `Augment` or `None`. Training augmentation; `None` for
+            none. Defaults to `None`.
+        num_classes: int or `None`. The model's class count; a different
+            count in the data is an error. Defaults to `None`.
+        smoke: bool. Replace the data with a few examples of the same
+            classes (`2 * batch_size` for training, `batch_size` for
+            validation and test): tfds datasets are mocked offline, and
+            folder, CSV and array sources keep their first examples.
+            Defaults to `False`.
+
+    Returns:
+        A `DataBundle`.
+
+    Example:
+    ```python
+    bundle = load_data(
+        DataSpec("folder", "/data/flowers"),
+        image_size=(224, 224),
+        batch_size=32,
+        multi_label=False,
+        augment=Augment(random_resized_crop=True),
+    )
+    model.fit(
+        bundle.splits["train"],
+        validation_data=bundle.splits["validation"],
+        epochs=3,
+    )
+    ```
+    """
+    if spec.source not in SOURCES:
+        raise DataError(
+            f"Unknown data source {spec.source!r}. Set data.source to one "
+            f"of {list(SOURCES)}."
+        )
+    if spec.source != "arrays" and not spec.name:
+        raise DataError(
+            f"data.name is not set. Name the {spec.source} dataset: a tfds "
+            "name, a folder or a CSV file."
+        )
+    if batch_size < 1:
+        raise DataError(f"batch_size must be at least 1, got {batch_size}.")
+    kwargs = dict(
+        multi_label=multi_label,
+        seed=seed,
+        num_classes=num_classes,
+        smoke=smoke,
+        batch_size=batch_size,
+    )
+    skipped = []
+    if spec.source == "tfds":
+        class_names, datasets, counts = _load_tfds(spec, **kwargs)
+        _check_labels(class_names, {}, multi_label, num_classes, spec)
+    else:
+        class_names, datasets, counts, skipped = _load_local(spec, **kwargs)
+    splits = {
+        split: pipeline.make_split(
+            dataset,
+            image_size=image_size,
+            batch_size=batch_size,
+            num_classes=len(class_names),
+            multi_label=multi_label,
+            training=split == "train",
+            seed=seed,
+            augment=augment,
+            count=counts[split],
+        )
+        for split, dataset in datasets.items()
+    }
+    return DataBundle(
+        class_names=list(class_names),
+        splits=splits,
+        num_examples=counts,
+        skipped=sorted(skipped, key=lambda s: s.path),
+        multi_label=multi_label,
+    )

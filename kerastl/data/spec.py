@@ -1,0 +1,176 @@
+"""What to load (`DataSpec`, `Augment`) and what comes back (`DataBundle`)."""
+
+import dataclasses
+
+
+class DataError(ValueError):
+    """The data cannot be used as described; raised before any training.
+
+    The message says what is wrong and what to do about it.
+
+    Example:
+    ```python
+    try:
+        bundle = kerastl.data.load_data(spec, image_size=(224, 224),
+                                        batch_size=32, multi_label=False)
+    except kerastl.data.DataError as e:
+        print(e)
+    ```
+    """
+
+
+SOURCES = ("tfds", "folder", "csv", "arrays")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where the images and labels come from.
+
+    Args:
+        source: str. `"tfds"` (a TensorFlow Datasets name), `"folder"` (one
+            subfolder per class), `"csv"` (a table of image paths and
+            labels) or `"arrays"` (NumPy arrays in memory).
+        name: str or `None`. The tfds dataset name (`"oxford_iiit_pet"`,
+            `"cifar10"`, `"voc/2007"`), the folder path or the CSV path.
+        train: str. The training split: a tfds split string (slices such as
+            `"train[:90%]"` allowed); for a folder, the subfolder holding
+            the training classes when the folder has split subfolders
+            (`train/`, `validation/`, `test/`), else the folder itself is
+            all training data; for a CSV with a `split` column, the value
+            that marks training rows. Defaults to `"train"`.
+        validation: str or `None`. The validation split, as `train`, or a
+            second CSV file for CSV sources. `None` carves
+            `validation_fraction` of the training data (seeded, stratified
+            by class for single-label data); a folder with a
+            `validation/` (or `val/`) subfolder, or a CSV whose `split`
+            column has `validation` (or `val`) rows, uses those instead.
+            Defaults to `None`.
+        test: str or `None`. The test split, as `validation`; a `test/`
+            subfolder or `test` rows are used when `None`. Defaults to
+            `None`.
+        validation_fraction: float. The share of the training data carved
+            off for validation. Defaults to `0.1`.
+        image_key: str. The tfds feature holding the image. Defaults to
+            `"image"`.
+        label_key: str. The tfds feature holding the label. A path into a
+            sequence feature such as `"objects/label"` gives multi-hot
+            labels (PASCAL VOC). Defaults to `"label"`.
+        path_column: str. CSV column of image paths, relative to the CSV's
+            folder or absolute. Defaults to `"path"`.
+        label_column: str or `None`. CSV column of label names, separated
+            by `label_delimiter`. Defaults to `"labels"`.
+        label_delimiter: str. Separator of `label_column`. Defaults to
+            `" "`.
+        label_columns: tuple of str or `None`. One 0/1 CSV column per
+            class; when set, `label_column` is ignored. Defaults to `None`.
+        class_names: tuple of str or `None`. The classes, in label order.
+            A label outside this list is an error. Defaults to `None`
+            (sorted names found in the data; the tfds label's names).
+        data_dir: str or `None`. The tfds data directory. Defaults to
+            `None` (tfds' own default).
+        arrays: dict or `None`. For `source="arrays"`: `{"train": (images,
+            labels), "validation": ..., "test": ...}`. Images are `uint8`
+            `(N, H, W, 3)`, or grayscale `(N, H, W)` / `(N, H, W, 1)`;
+            labels are integer `(N,)` or multi-hot `(N, C)`. Defaults to
+            `None`.
+
+    Example:
+    ```python
+    pets = DataSpec("tfds", "oxford_iiit_pet", test="test")
+    voc = DataSpec(
+        "tfds", "voc/2007", validation="validation", label_key="objects/label"
+    )
+    flowers = DataSpec("folder", "/data/flowers")
+    tags = DataSpec("csv", "/data/tags.csv", label_column="tags")
+    ```
+    """
+
+    source: str
+    name: str | None = None
+    train: str = "train"
+    validation: str | None = None
+    test: str | None = None
+    validation_fraction: float = 0.1
+    image_key: str = "image"
+    label_key: str = "label"
+    path_column: str = "path"
+    label_column: str | None = "labels"
+    label_delimiter: str = " "
+    label_columns: tuple | None = None
+    class_names: tuple | None = None
+    data_dir: str | None = None
+    arrays: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation; validation and test are never augmented.
+
+    Args:
+        flip: bool. Random horizontal flip. Defaults to `True`.
+        random_resized_crop: bool. Crop a random region of 8% to 100% of the
+            image with an aspect ratio between 3/4 and 4/3 (as Inception
+            and timm do) instead of the center crop, before resizing to the
+            model's size. Defaults to `False`.
+        rand_augment: int. RandAugment magnitude from 0 to 10
+            (`keras.layers.RandAugment` with two ops); `0` turns it off.
+            Defaults to `0`.
+
+    Example:
+    ```python
+    augment = Augment(flip=True, random_resized_crop=True, rand_augment=9)
+    ```
+    """
+
+    flip: bool = True
+    random_resized_crop: bool = False
+    rand_augment: int = 0
+
+
+@dataclasses.dataclass
+class SkippedFile:
+    """An input file left out of the data, and why.
+
+    Args:
+        path: str. The file.
+        reason: str. Why it was left out: `"missing"`, `"empty file"`,
+            `"not an image"` or `"corrupt: ..."`.
+
+    Example:
+    ```python
+    for skipped in bundle.skipped:
+        print(f"{skipped.path}: {skipped.reason}")
+    ```
+    """
+
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """The loaded data: batched `tf.data` splits and what they hold.
+
+    Args:
+        class_names: list of str. The classes, in label order.
+        splits: dict. `"train"`, `"validation"` and, when there is one,
+            `"test"`, each a `tf.data.Dataset` of `(images, labels)`
+            batches.
+        num_examples: dict. The number of examples in each split.
+        skipped: list of `SkippedFile`. Files left out, with the reason.
+        multi_label: bool. Whether labels are multi-hot.
+
+    Example:
+    ```python
+    bundle = load_data(spec, image_size=(224, 224), batch_size=32,
+                       multi_label=False)
+    model.fit(bundle.splits["train"], validation_data=bundle.splits[
+        "validation"])
+    ```
+    """
+
+    class_names: list
+    splits: dict
+    num_examples: dict
+    skipped: list
+    multi_label: bool

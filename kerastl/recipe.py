@@ -1,0 +1,385 @@
+"""`Recipe` and `Stage`: a whole fine-tuning run as one typed object.
+
+A recipe is a short Python file that defines one object named `recipe`, a
+`kerastl.Recipe`. It is imported by path (never executed into globals), and
+`--set KEY=VALUE` overrides are typed by the dataclass fields they replace.
+"""
+
+import dataclasses
+import difflib
+import importlib.util
+import pathlib
+import sys
+import traceback
+import types
+import typing
+
+import click
+
+from kerastl.data import Augment
+from kerastl.data import DataSpec
+
+TRAINABLE_HELP = '"head", "all", or the number of last layer groups'
+
+
+class RecipeError(click.UsageError):
+    """A recipe file or override the user must fix; shown without traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One phase of training: which layers train, and how.
+
+    Args:
+        epochs: int. Epochs of this stage. Defaults to `1`.
+        train: `"head"`, `"all"`, or an int: how many layer groups,
+            counted from the output, train besides the head. Defaults to
+            `"head"`.
+        optimizer: str. `"sgd"` (with `momentum`), `"adam"` or `"adamw"`.
+            Defaults to `"adamw"`.
+        learning_rate: float. Defaults to `1e-3`.
+        weight_decay: float. Defaults to `0.0`.
+        momentum: float. SGD momentum. Defaults to `0.9`.
+        train_bn: bool. Whether BatchNorm layers of trained groups train.
+            Defaults to `False`.
+        name: str. Shown in the console and `history.csv`. Defaults to
+            `""`: `stage1`, `stage2`, ... in order.
+
+    Example:
+    ```python
+    kerastl.Stage(epochs=3, train="head", learning_rate=1e-3)
+    ```
+    """
+
+    epochs: int = 1
+    train: int | str = "head"
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    train_bn: bool = False
+    name: str = ""
+
+    def __post_init__(self):
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise RecipeError(
+                "A stage's optimizer must be 'sgd', 'adam' or 'adamw'. "
+                f"Received: optimizer={self.optimizer!r}"
+            )
+        valid = self.train in ("head", "all") or (
+            isinstance(self.train, int) and self.train >= 0
+        )
+        if not valid:
+            raise RecipeError(
+                f"A stage's `train` must be {TRAINABLE_HELP}. "
+                f"Received: train={self.train!r}"
+            )
+        if self.epochs < 1:
+            raise RecipeError(
+                f"A stage needs at least one epoch. Received: epochs="
+                f"{self.epochs}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A fine-tuning run: preset, data, and the stages that train it.
+
+    Args:
+        name: str. Names the run directory (`runs/<name>/<timestamp>`).
+        preset: str. A keras-hub preset name, handle or local directory.
+        data: `kerastl.data.DataSpec`. Where the images come from.
+        stages: tuple of `kerastl.Stage`. Run in order; the model is
+            recompiled between stages and epochs count on across them.
+        multi_label: bool. Sigmoid head and multi-hot labels. Defaults to
+            `False`.
+        num_classes: int or `None`. Checked against the data; `None` takes
+            the data's. Defaults to `None`.
+        image_size: `(height, width)` or `None`. Defaults to `None`: the
+            preset's input size.
+        batch_size: int. Defaults to `32`.
+        augment: `kerastl.data.Augment`. Training augmentation. Defaults to
+            a random horizontal flip.
+        seed: int. Seeds data order, augmentation and initialization.
+            Defaults to `0`.
+        dropout: float. Dropout before the head. Defaults to `0.0`.
+        pooling: str. `TransferClassifier` pooling. Defaults to `"auto"`.
+
+    Example:
+    ```python
+    recipe = kerastl.Recipe(
+        name="pets",
+        preset="resnet_50_imagenet",
+        data=kerastl.DataSpec("tfds", "oxford_iiit_pet", test="test"),
+        stages=(kerastl.Stage(epochs=3), kerastl.Stage(epochs=2, train=1)),
+    )
+    ```
+    """
+
+    name: str
+    preset: str
+    data: DataSpec
+    stages: tuple = (Stage(),)
+    multi_label: bool = False
+    num_classes: int | None = None
+    image_size: tuple | None = None
+    batch_size: int = 32
+    augment: Augment = Augment()
+    seed: int = 0
+    dropout: float = 0.0
+    pooling: str = "auto"
+
+    def __post_init__(self):
+        stages = tuple(self.stages)
+        if not stages or not all(isinstance(s, Stage) for s in stages):
+            raise RecipeError(
+                "A recipe needs a non-empty sequence of kerastl.Stage in "
+                f"`stages`. Received: stages={self.stages!r}"
+            )
+        named = tuple(
+            s if s.name else dataclasses.replace(s, name=f"stage{i + 1}")
+            for i, s in enumerate(stages)
+        )
+        object.__setattr__(self, "stages", named)
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", tuple(self.image_size))
+
+    def to_dict(self):
+        """The recipe as JSON-ready data (what `recipe.json` holds).
+
+        Example:
+        ```python
+        json.dumps(recipe.to_dict())
+        ```
+        """
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuilds a recipe from `to_dict` output.
+
+        Example:
+        ```python
+        kerastl.Recipe.from_dict(json.load(open("run/recipe.json")))
+        ```
+        """
+        data = dict(data)
+        data["data"] = DataSpec(**_tuples(data["data"]))
+        data["augment"] = Augment(**data["augment"])
+        data["stages"] = tuple(Stage(**s) for s in data["stages"])
+        return cls(**_tuples(data))
+
+
+def _to_jsonable(value):
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    # In-memory arrays cannot go to JSON; the run records that they existed.
+    return f"<{type(value).__name__}>"
+
+
+def _tuples(data):
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+def load_recipe(path):
+    """Imports a recipe file by path and returns its `Recipe`.
+
+    The file's object named `recipe` is used; failing that, its single
+    `Recipe` instance. Errors are `RecipeError`s: a missing file, a file with
+    no recipe or several, a file that raises on import (its traceback is
+    shown), an object of the wrong type.
+
+    Args:
+        path: str or path-like. The recipe file.
+
+    Example:
+    ```python
+    recipe = kerastl.recipe.load_recipe("recipes/pets.py")
+    ```
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise RecipeError(f"Recipe file '{path}' does not exist.")
+    module_name = f"kerastl_recipe_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        trace = "".join(traceback.format_exception(error))
+        raise RecipeError(
+            f"Recipe file '{path}' raised an error while being imported:\n\n"
+            f"{trace}"
+        ) from error
+    finally:
+        sys.modules.pop(module_name, None)
+    return _find_recipe(module, path)
+
+
+def _find_recipe(module, path):
+    found = getattr(module, "recipe", None)
+    if found is not None:
+        if not isinstance(found, Recipe):
+            raise RecipeError(
+                f"`recipe` in '{path}' must be a kerastl.Recipe. "
+                f"Received: recipe of type {type(found).__name__}"
+            )
+        return found
+    candidates = [v for v in vars(module).values() if isinstance(v, Recipe)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise RecipeError(
+            f"'{path}' defines {len(candidates)} kerastl.Recipe objects and "
+            "none is named `recipe`. Name the one to run `recipe`."
+        )
+    raise RecipeError(
+        f"'{path}' defines no kerastl.Recipe. A recipe file must define "
+        "`recipe = kerastl.Recipe(...)`."
+    )
+
+
+def override_keys(recipe):
+    """Every dotted key `--set` accepts for this recipe.
+
+    Example:
+    ```python
+    "stages.0.epochs" in kerastl.recipe.override_keys(recipe)  # True
+    ```
+    """
+    keys = []
+
+    def walk(obj, prefix):
+        for field in dataclasses.fields(obj):
+            value = getattr(obj, field.name)
+            key = f"{prefix}{field.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, key + ".")
+            elif field.name == "stages":
+                for i, stage in enumerate(value):
+                    walk(stage, f"{key}.{i}.")
+            else:
+                keys.append(key)
+
+    walk(recipe, "")
+    return keys
+
+
+def apply_overrides(recipe, overrides):
+    """Returns `recipe` with `KEY=VALUE` overrides applied.
+
+    Keys are dotted paths (`stages.1.epochs`, `data.data_dir`, `preset`).
+    Values are parsed by the field's type: `true`/`false` for booleans,
+    numbers, comma-separated tuples (`image_size=224,224`), `none` for
+    optional fields. An unknown key names the closest valid keys.
+
+    Args:
+        recipe: a `kerastl.Recipe`.
+        overrides: iterable of `"KEY=VALUE"` strings.
+
+    Example:
+    ```python
+    recipe = kerastl.recipe.apply_overrides(recipe, ["stages.0.epochs=5"])
+    ```
+    """
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RecipeError(
+                f"Overrides are written KEY=VALUE. Received: --set {item!r}"
+            )
+        try:
+            recipe = _override(recipe, key, value.strip(), key)
+        except _UnknownKey:
+            close = difflib.get_close_matches(key, override_keys(recipe), n=4)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise RecipeError(
+                f"Unknown recipe key '{key}'.{hint} `kerastl fit RECIPE "
+                "--help` lists the recipe format."
+            ) from None
+    return recipe
+
+
+class _UnknownKey(Exception):
+    pass
+
+
+def _override(obj, key, value, full_key):
+    head, _, rest = key.partition(".")
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    if head not in names:
+        raise _unknown_key(full_key)
+    current = getattr(obj, head)
+    if head == "stages" and rest:
+        index, _, rest = rest.partition(".")
+        if not index.isdigit() or int(index) >= len(current) or not rest:
+            raise _unknown_key(full_key)
+        stages = list(current)
+        stages[int(index)] = _override(
+            stages[int(index)], rest, value, full_key
+        )
+        return dataclasses.replace(obj, stages=tuple(stages))
+    if dataclasses.is_dataclass(current):
+        if not rest:
+            raise _unknown_key(full_key)
+        return dataclasses.replace(
+            obj, **{head: _override(current, rest, value, full_key)}
+        )
+    if rest:
+        raise _unknown_key(full_key)
+    hint = typing.get_type_hints(type(obj))[head]
+    try:
+        parsed = _parse(value, hint)
+    except ValueError as error:
+        raise RecipeError(
+            f"--set {full_key}={value}: {error}. Received: {value!r}"
+        ) from None
+    return dataclasses.replace(obj, **{head: parsed})
+
+
+def _unknown_key(key):
+    return _UnknownKey(key)
+
+
+def _parse(text, hint):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if text.lower() == "none" and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _parse(text, option)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError("; ".join(errors))
+    if hint is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError("expected true or false")
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if hint is tuple or origin is tuple:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        return tuple(int(i) if i.lstrip("-").isdigit() else i for i in items)
+    if hint is str:
+        return text
+    raise ValueError(f"fields of type {hint} cannot be set from the CLI")

@@ -1,0 +1,1 @@
+import kerastl_does_not_exist  # noqa: F401

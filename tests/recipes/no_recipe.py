@@ -1,0 +1,1 @@
+SETTINGS = {"epochs": 3}

@@ -1,0 +1,1 @@
+recipe = {"name": "not a Recipe"}

@@ -1,0 +1,117 @@
+import json
+import pathlib
+
+import pytest
+
+from kerastl import Recipe
+from kerastl import Stage
+from kerastl.recipe import RecipeError
+from kerastl.recipe import apply_overrides
+from kerastl.recipe import load_recipe
+
+FIXTURES = pathlib.Path(__file__).parent / "recipes"
+BUNDLED = sorted((pathlib.Path(__file__).parents[1] / "recipes").glob("*.py"))
+
+
+def test_loads_recipe_object():
+    recipe = load_recipe(FIXTURES / "valid.py")
+    assert recipe.name == "valid"
+    assert [s.name for s in recipe.stages] == ["stage1", "stage2"]
+    assert recipe.stages[1].train == 1
+
+
+def test_single_unnamed_recipe_is_found():
+    assert load_recipe(FIXTURES / "single_unnamed.py").name == "unnamed"
+
+
+@pytest.mark.parametrize(
+    "fixture, message",
+    [
+        ("missing.py", "does not exist"),
+        ("no_recipe.py", "defines no kerastl.Recipe"),
+        ("two_recipes.py", "2 kerastl.Recipe objects"),
+        ("wrong_type.py", "must be a kerastl.Recipe"),
+        ("import_error.py", "kerastl_does_not_exist"),
+    ],
+)
+def test_loader_errors(fixture, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(FIXTURES / fixture)
+
+
+def test_import_error_shows_traceback():
+    with pytest.raises(RecipeError) as info:
+        load_recipe(FIXTURES / "import_error.py")
+    assert "Traceback" in info.value.message
+    assert "import_error.py" in info.value.message
+
+
+def test_overrides_are_typed_and_nested():
+    recipe = load_recipe(FIXTURES / "valid.py")
+    recipe = apply_overrides(
+        recipe,
+        [
+            "stages.1.epochs=3",
+            "stages.0.train=all",
+            "stages.1.train=2",
+            "preset=./my_preset",
+            "batch_size=8",
+            "augment.flip=false",
+            "image_size=64,48",
+            "data.data_dir=/data/tfds",
+            "data.validation_fraction=0.2",
+            "num_classes=none",
+            "stages.0.learning_rate=3e-4",
+        ],
+    )
+    assert recipe.stages[1].epochs == 3
+    assert recipe.stages[0].train == "all"
+    assert recipe.stages[1].train == 2
+    assert recipe.preset == "./my_preset"
+    assert recipe.batch_size == 8
+    assert recipe.augment.flip is False
+    assert recipe.image_size == (64, 48)
+    assert recipe.data.data_dir == "/data/tfds"
+    assert recipe.data.validation_fraction == 0.2
+    assert recipe.num_classes is None
+    assert recipe.stages[0].learning_rate == 3e-4
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("batch_sise=8", "Did you mean: batch_size"),
+        ("stages.0.epoch=3", "stages.0.epochs"),
+        ("stages.5.epochs=3", "Unknown recipe key 'stages.5.epochs'"),
+        ("batch_size=eight", "expected an integer"),
+        ("augment.flip=maybe", "expected true or false"),
+        ("stages.0.optimizer=lamb", "'sgd', 'adam' or 'adamw'"),
+        ("stages.0.train=-1", "train"),
+        ("no_equals_sign", "KEY=VALUE"),
+    ],
+)
+def test_override_errors(override, message):
+    recipe = load_recipe(FIXTURES / "valid.py")
+    with pytest.raises(RecipeError, match=message):
+        apply_overrides(recipe, [override])
+
+
+def test_json_round_trip():
+    recipe = load_recipe(FIXTURES / "valid.py")
+    data = json.loads(json.dumps(recipe.to_dict()))
+    assert Recipe.from_dict(data) == recipe
+
+
+def test_stage_validation():
+    with pytest.raises(RecipeError, match="at least one epoch"):
+        Stage(epochs=0)
+    with pytest.raises(RecipeError, match="non-empty"):
+        Recipe(name="x", preset="p", data=None, stages=())
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=[p.stem for p in BUNDLED])
+def test_bundled_recipes_load(path):
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem
+    assert len(recipe.stages) >= 2
+    assert recipe.stages[0].train == "head"
