@@ -173,3 +173,53 @@ def test_presets_lists_image_presets(runner):
     assert all("vit" not in line for line in lines[1:])
     result = runner.invoke(cli, ["presets", "no_such_model"])
     assert result.exit_code == 1
+
+
+FOLDER_RECIPE = """
+from kerastl import Recipe
+from kerastl import Stage
+from kerastl.data import Augment
+from kerastl.data import DataSpec
+
+recipe = Recipe(
+    name="shapes",
+    preset={preset!r},
+    data=DataSpec("folder", {folder!r}, validation_fraction=0.25),
+    batch_size=4,
+    augment=Augment(flip=False),
+    stages=(Stage(epochs=1), Stage(epochs=1, train=1, learning_rate=1e-4)),
+)
+"""
+
+
+def test_fit_on_a_folder_lists_skipped_files(runner, tiny_preset, tmp_path):
+    folder = tmp_path / "images"
+    for name, color in [("red", (255, 0, 0)), ("blue", (0, 0, 255))]:
+        (folder / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40, 30), color).save(folder / name / f"{i}.png")
+    (folder / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (folder / "blue" / "notes.txt").write_text("not an image")
+    recipe = tmp_path / "shapes.py"
+    recipe.write_text(
+        FOLDER_RECIPE.format(preset=str(tiny_preset), folder=str(folder))
+    )
+    run_dir = tmp_path / "run"
+    result = runner.invoke(
+        cli, ["fit", str(recipe), "--output-dir", str(run_dir)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Skipped 2 unreadable file(s)" in result.output
+    skipped = (run_dir / "skipped_files.txt").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in skipped) == sorted(
+        [
+            str(folder / "red" / "corrupt.jpg"),
+            str(folder / "blue" / "notes.txt"),
+        ]
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # 8 readable images, a quarter held out to validate, stratified.
+    assert metrics["splits"]["validation"]["num_examples"] == 2
+    assert metrics["smoke"] is False
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert model.class_names == ["blue", "red"]
