@@ -17,6 +17,7 @@ _LAZY_ATTRIBUTES = {
     "LayerGroup": "kerastl.backbones",
     "Recipe": "kerastl.recipe",
     "Stage": "kerastl.recipe",
+    "fine_tune": "kerastl.training",
 }
 
 __all__ = ["__version__", *_LAZY_ATTRIBUTES]

@@ -18,6 +18,7 @@ import click
 
 from kerastl.data import Augment
 from kerastl.data import DataSpec
+from kerastl.optimizers import SCHEDULES
 
 TRAINABLE_HELP = '"head", "all", or the number of last layer groups'
 
@@ -42,6 +43,18 @@ class Stage:
         momentum: float. SGD momentum. Defaults to `0.9`.
         train_bn: bool. Whether BatchNorm layers of trained groups train.
             Defaults to `False`.
+        schedule: str. `"constant"`, `"step"`, `"cosine"` (warmup + cosine)
+            or `"one_cycle"`; see `kerastl.optimizers`. Defaults to
+            `"constant"`.
+        warmup_fraction: float. Share of the stage's steps spent warming up
+            (`"cosine"`) or rising (`"one_cycle"`, default 0.25 there).
+            Defaults to `0.0`.
+        decay_epochs: int. `"step"`: epochs between decays. Defaults to `1`.
+        decay_rate: float. `"step"`: factor per decay. Defaults to `0.1`.
+        unfreeze_every: int. Gradual unfreezing: every this many epochs one
+            more layer group (from the output) joins those that train, each
+            step a fit of its own with a fresh optimizer and schedule (as in
+            ULMFiT). `0` disables it. Defaults to `0`.
         name: str. Shown in the console and `history.csv`. Defaults to
             `""`: `stage1`, `stage2`, ... in order.
 
@@ -58,9 +71,33 @@ class Stage:
     weight_decay: float = 0.0
     momentum: float = 0.9
     train_bn: bool = False
+    schedule: str = "constant"
+    warmup_fraction: float = 0.0
+    decay_epochs: int = 1
+    decay_rate: float = 0.1
+    unfreeze_every: int = 0
     name: str = ""
 
     def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise RecipeError(
+                f"A stage's schedule must be one of {', '.join(SCHEDULES)}. "
+                f"Received: schedule={self.schedule!r}"
+            )
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise RecipeError(
+                "A stage's warmup_fraction is a share of its steps, in "
+                f"[0, 1). Received: warmup_fraction={self.warmup_fraction}"
+            )
+        if self.unfreeze_every < 0 or (
+            self.unfreeze_every and self.train == "all"
+        ):
+            raise RecipeError(
+                "unfreeze_every is a number of epochs >= 0, and needs a "
+                "stage that starts from the head or the last N groups, not "
+                f"'all'. Received: unfreeze_every={self.unfreeze_every}, "
+                f"train={self.train!r}"
+            )
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise RecipeError(
                 "A stage's optimizer must be 'sgd', 'adam' or 'adamw'. "

@@ -155,7 +155,7 @@ def fit_recipe(recipe, output_dir=None, smoke=False, print_fn=click.echo):
         f"{model.image_size[0]}x{model.image_size[1]}, "
         f"train {bundle.num_examples.get('train', 0)} examples"
     )
-    rows = training.run_stages(
+    rows = training.fine_tune(
         model,
         bundle.splits["train"],
         bundle.splits.get("validation"),

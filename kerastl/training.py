@@ -7,52 +7,78 @@ fits; epochs are numbered on across stages so `history.csv` reads as one run.
 import keras
 
 from kerastl import freezing
+from kerastl import optimizers
+from kerastl.recipe import Stage
 
 
-def stage_optimizer(stage):
+def stage_optimizer(stage, learning_rate=None):
     """The Keras optimizer a `kerastl.Stage` asks for.
 
     Args:
         stage: a `kerastl.Stage`.
+        learning_rate: float or `LearningRateSchedule`, or `None` for the
+            stage's constant `learning_rate`.
 
     Example:
     ```python
     kerastl.training.stage_optimizer(kerastl.Stage(optimizer="sgd"))
     ```
     """
+    rate = stage.learning_rate if learning_rate is None else learning_rate
     weight_decay = stage.weight_decay or None
     if stage.optimizer == "sgd":
         return keras.optimizers.SGD(
-            stage.learning_rate,
-            momentum=stage.momentum,
-            weight_decay=weight_decay,
+            rate, momentum=stage.momentum, weight_decay=weight_decay
         )
     if stage.optimizer == "adam":
-        return keras.optimizers.Adam(
-            stage.learning_rate, weight_decay=weight_decay
-        )
-    return keras.optimizers.AdamW(
-        stage.learning_rate, weight_decay=stage.weight_decay
-    )
+        return keras.optimizers.Adam(rate, weight_decay=weight_decay)
+    return keras.optimizers.AdamW(rate, weight_decay=stage.weight_decay)
 
 
-def apply_stage_trainable(model, stage):
+def apply_stage_trainable(model, stage, extra_groups=0):
     """Freezes and unfreezes `model` as `stage.train` says.
 
     `"head"` freezes the backbone, `"all"` unfreezes every group, an int
-    unfreezes that many groups from the output.
+    unfreezes that many groups from the output. `extra_groups` more groups
+    train on top (gradual unfreezing), up to the whole backbone.
 
     Example:
     ```python
     kerastl.training.apply_stage_trainable(model, kerastl.Stage(train=2))
     ```
     """
-    if stage.train == "head":
-        model.freeze_backbone()
-    elif stage.train == "all":
-        model.unfreeze_backbone(train_bn=stage.train_bn)
+    count = len(model.layer_groups())
+    if stage.train == "all":
+        last_n = count
     else:
-        model.unfreeze_backbone(last_n=stage.train, train_bn=stage.train_bn)
+        base = 0 if stage.train == "head" else stage.train
+        last_n = min(count, base + extra_groups)
+    if last_n == 0:
+        model.freeze_backbone()
+    else:
+        model.unfreeze_backbone(last_n=last_n, train_bn=stage.train_bn)
+
+
+def _steps_per_epoch(dataset, stage):
+    steps = int(dataset.cardinality())
+    if steps > 0:
+        return steps
+    if stage.schedule != "constant":
+        raise ValueError(
+            f"Stage '{stage.name}' uses the {stage.schedule!r} schedule, "
+            "which needs the number of batches per epoch, but the training "
+            "dataset does not know its length. Use a finite dataset "
+            "(kerastl.data gives one) or schedule='constant'."
+        )
+    return 1
+
+
+def _chunks(stage, epochs):
+    """Epoch counts of the fits a stage runs: one, or one per unfreezing."""
+    if not stage.unfreeze_every:
+        return [epochs]
+    every = stage.unfreeze_every
+    return [min(every, epochs - start) for start in range(0, epochs, every)]
 
 
 def describe_stage(index, count, stage, epochs):
@@ -66,68 +92,85 @@ def describe_stage(index, count, stage, epochs):
     )
 
 
-def run_stages(
+def fine_tune(
     model,
     train,
-    validation,
-    stages,
+    validation=None,
+    stages=None,
     *,
     max_steps=None,
+    callbacks=None,
     print_fn=print,
     verbose="auto",
 ):
     """Fits `model` through `stages` in order; returns one row per epoch.
 
+    Each stage sets which layer groups train, compiles its optimizer and
+    learning-rate schedule, and fits; with `unfreeze_every` it fits once per
+    unfreezing step. Epochs are numbered on across stages.
+
     Args:
         model: a `kerastl.TransferClassifier`.
         train: a `tf.data.Dataset` of `(images, labels)` batches.
         validation: a dataset like `train`, or `None`.
-        stages: sequence of `kerastl.Stage`.
+        stages: sequence of `kerastl.Stage`. Defaults to fastai's
+            `fine_tune`: one epoch of the head, then everything for one
+            epoch at a tenth of the rate.
         max_steps: int or `None`. With a number, every stage runs one epoch
             of at most that many steps (smoke runs).
+        callbacks: list of Keras callbacks for every fit.
         print_fn: callable for the stage headers and trainable tables.
         verbose: Keras `fit` verbosity. Defaults to `"auto"` (progress bars).
 
     Returns:
         A list of dicts: `stage`, `epoch` (1-based, counted across stages),
-        `learning_rate`, and every metric Keras logged (`loss`,
-        `val_loss`, ...).
+        `learning_rate` (at the epoch's end), and every metric Keras logged
+        (`loss`, `val_loss`, ...).
 
     Example:
     ```python
-    rows = kerastl.training.run_stages(model, train, val, recipe.stages)
+    rows = kerastl.fine_tune(
+        model,
+        train_ds,
+        val_ds,
+        [kerastl.Stage(epochs=2), kerastl.Stage(epochs=3, train="all",
+         learning_rate=1e-4, schedule="one_cycle")],
+    )
     ```
     """
+    if stages is None:
+        stages = (
+            Stage(epochs=1, train="head", learning_rate=1e-3, name="head"),
+            Stage(epochs=1, train="all", learning_rate=1e-4, name="all"),
+        )
     if max_steps:
         train = train.take(max_steps)
         validation = validation.take(max_steps) if validation else None
+    callbacks = [optimizers.LearningRateLogger(), *(callbacks or [])]
     rows = []
     epoch = 0
     for index, stage in enumerate(stages, start=1):
         epochs = 1 if max_steps else stage.epochs
         print_fn(describe_stage(index, len(stages), stage, epochs))
-        apply_stage_trainable(model, stage)
-        model.compile(optimizer=stage_optimizer(stage))
-        print_fn(freezing.format_audit(freezing.trainable_audit(model)))
-        history = model.fit(
-            train,
-            validation_data=validation,
-            initial_epoch=epoch,
-            epochs=epoch + epochs,
-            verbose=verbose,
-        )
-        learning_rate = float(
-            keras.ops.convert_to_numpy(model.optimizer.learning_rate)
-        )
-        for offset in range(epochs):
-            row = {
-                "stage": stage.name,
-                "epoch": epoch + offset + 1,
-                "learning_rate": learning_rate,
-            }
-            row.update(
-                {k: float(v[offset]) for k, v in history.history.items()}
+        steps = _steps_per_epoch(train, stage)
+        for extra, chunk in enumerate(_chunks(stage, epochs)):
+            apply_stage_trainable(model, stage, extra_groups=extra)
+            schedule = optimizers.stage_schedule(stage, steps, chunk)
+            model.compile(optimizer=stage_optimizer(stage, schedule))
+            print_fn(freezing.format_audit(freezing.trainable_audit(model)))
+            history = model.fit(
+                train,
+                validation_data=validation,
+                initial_epoch=epoch,
+                epochs=epoch + chunk,
+                callbacks=callbacks,
+                verbose=verbose,
             )
-            rows.append(row)
-        epoch += epochs
+            for offset in range(chunk):
+                row = {"stage": stage.name, "epoch": epoch + offset + 1}
+                row.update(
+                    {k: float(v[offset]) for k, v in history.history.items()}
+                )
+                rows.append(row)
+            epoch += chunk
     return rows
