@@ -140,3 +140,138 @@ class LearningRateLogger(keras.callbacks.Callback):
         if logs is not None:
             rate = self.model.optimizer.learning_rate
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+
+
+class _LayerwiseLearningRate:
+    """Scales the learning rate of each variable by its own multiplier.
+
+    Keras optimizers take one learning rate; `update_step` receives it per
+    variable, so scaling it there gives every layer group its own rate
+    under any optimizer and schedule. (Scaling gradients instead would do
+    nothing for Adam, which normalizes them.) On the torch backend these
+    subclasses take Keras' per-variable update path rather than the fused
+    `torch._foreach` one.
+    """
+
+    def __init__(self, *args, lr_multipliers=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lr_multipliers = dict(lr_multipliers or {})
+
+    def build(self, variables):
+        super().build(variables)
+        # By index: TensorFlow hands `update_step` its own variables, which
+        # have no Keras path; the optimizer's index lookup maps both.
+        self._multipliers = [
+            self.lr_multipliers.get(v.path, 1.0) for v in variables
+        ]
+
+    def update_step(self, gradient, variable, learning_rate):
+        multiplier = self._multipliers[self._get_variable_index(variable)]
+        if multiplier != 1.0:
+            learning_rate = learning_rate * multiplier
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config["lr_multipliers"] = self.lr_multipliers
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class LayerwiseSGD(_LayerwiseLearningRate, keras.optimizers.SGD):
+    """`keras.optimizers.SGD` with per-variable learning-rate multipliers.
+
+    Args:
+        lr_multipliers: dict mapping `variable.path` to a float multiplier.
+        *args, **kwargs: `keras.optimizers.SGD` arguments.
+
+    Example:
+    ```python
+    optimizer = kerastl.optimizers.LayerwiseSGD(
+        0.1, lr_multipliers=kerastl.optimizers.layer_decay_multipliers(
+            model, 0.75
+        )
+    )
+    ```
+    """
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class LayerwiseAdam(_LayerwiseLearningRate, keras.optimizers.Adam):
+    """`keras.optimizers.Adam` with per-variable learning-rate multipliers.
+
+    Args:
+        lr_multipliers: dict mapping `variable.path` to a float multiplier.
+        *args, **kwargs: `keras.optimizers.Adam` arguments.
+
+    Example:
+    ```python
+    optimizer = kerastl.optimizers.LayerwiseAdam(1e-4, lr_multipliers=m)
+    ```
+    """
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class LayerwiseAdamW(_LayerwiseLearningRate, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` with per-variable learning-rate multipliers.
+
+    Args:
+        lr_multipliers: dict mapping `variable.path` to a float multiplier.
+        *args, **kwargs: `keras.optimizers.AdamW` arguments.
+
+    Example:
+    ```python
+    optimizer = kerastl.optimizers.LayerwiseAdamW(1e-4, lr_multipliers=m)
+    ```
+    """
+
+
+LAYERWISE = {
+    "sgd": LayerwiseSGD,
+    "adam": LayerwiseAdam,
+    "adamw": LayerwiseAdamW,
+}
+
+
+def layer_decay_multipliers(model, layer_decay):
+    """Learning-rate multipliers decaying geometrically from the head down.
+
+    The head keeps the full rate; the backbone's last layer group gets
+    `layer_decay`, the one before it `layer_decay ** 2`, and so on to the
+    input (timm's `--layer-decay`).
+
+    Args:
+        model: a `kerastl.TransferClassifier`.
+        layer_decay: float in (0, 1].
+
+    Returns:
+        A dict mapping `variable.path` to its multiplier (head variables are
+        left out: their multiplier is 1).
+
+    Example:
+    ```python
+    kerastl.optimizers.layer_decay_multipliers(model, 0.75)
+    ```
+    """
+    groups = model.layer_groups()
+    multipliers = {}
+    for depth, group in enumerate(reversed(groups), start=1):
+        for weight in group.weights:
+            multipliers[weight.path] = layer_decay**depth
+    return multipliers
+
+
+def exclude_from_decay(optimizer, model):
+    """Exempts biases and normalization parameters from weight decay.
+
+    Decaying them toward zero only hurts (timm and fastai exclude every
+    one-dimensional parameter); kernels and embeddings keep the decay.
+
+    Example:
+    ```python
+    kerastl.optimizers.exclude_from_decay(optimizer, model)
+    ```
+    """
+    optimizer.exclude_from_weight_decay(
+        var_list=[w for w in model.weights if len(w.shape) <= 1]
+    )

@@ -51,6 +51,10 @@ class Stage:
             Defaults to `0.0`.
         decay_epochs: int. `"step"`: epochs between decays. Defaults to `1`.
         decay_rate: float. `"step"`: factor per decay. Defaults to `0.1`.
+        layer_decay: float. Layer-wise learning-rate decay: the head trains
+            at `learning_rate`, the last backbone group at `learning_rate *
+            layer_decay`, the one before at `layer_decay ** 2` times it, and
+            so on. `1.0` gives every group the same rate. Defaults to `1.0`.
         unfreeze_every: int. Gradual unfreezing: every this many epochs one
             more layer group (from the output) joins those that train, each
             step a fit of its own with a fresh optimizer and schedule (as in
@@ -75,6 +79,7 @@ class Stage:
     warmup_fraction: float = 0.0
     decay_epochs: int = 1
     decay_rate: float = 0.1
+    layer_decay: float = 1.0
     unfreeze_every: int = 0
     name: str = ""
 
@@ -83,6 +88,12 @@ class Stage:
             raise RecipeError(
                 f"A stage's schedule must be one of {', '.join(SCHEDULES)}. "
                 f"Received: schedule={self.schedule!r}"
+            )
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise RecipeError(
+                "A stage's layer_decay multiplies the learning rate once per "
+                "layer group below the head, so it lies in (0, 1]. "
+                f"Received: layer_decay={self.layer_decay}"
             )
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise RecipeError(

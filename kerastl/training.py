@@ -11,28 +11,49 @@ from kerastl import optimizers
 from kerastl.recipe import Stage
 
 
-def stage_optimizer(stage, learning_rate=None):
+def stage_optimizer(stage, learning_rate=None, model=None):
     """The Keras optimizer a `kerastl.Stage` asks for.
+
+    With a `model`, biases and normalization parameters are exempt from
+    weight decay, and `stage.layer_decay < 1` gives each layer group its own
+    learning rate (`kerastl.optimizers.layer_decay_multipliers`).
 
     Args:
         stage: a `kerastl.Stage`.
         learning_rate: float or `LearningRateSchedule`, or `None` for the
             stage's constant `learning_rate`.
+        model: the `kerastl.TransferClassifier` it will train, or `None`.
 
     Example:
     ```python
     kerastl.training.stage_optimizer(kerastl.Stage(optimizer="sgd"))
     ```
     """
-    rate = stage.learning_rate if learning_rate is None else learning_rate
-    weight_decay = stage.weight_decay or None
+    kwargs = {
+        "learning_rate": stage.learning_rate
+        if learning_rate is None
+        else learning_rate,
+        # AdamW needs a number; SGD and Adam read None as no decay.
+        "weight_decay": stage.weight_decay
+        if stage.optimizer == "adamw"
+        else stage.weight_decay or None,
+    }
     if stage.optimizer == "sgd":
-        return keras.optimizers.SGD(
-            rate, momentum=stage.momentum, weight_decay=weight_decay
+        kwargs["momentum"] = stage.momentum
+    classes = {
+        "sgd": keras.optimizers.SGD,
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+    }
+    if model is not None and stage.layer_decay != 1.0:
+        kwargs["lr_multipliers"] = optimizers.layer_decay_multipliers(
+            model, stage.layer_decay
         )
-    if stage.optimizer == "adam":
-        return keras.optimizers.Adam(rate, weight_decay=weight_decay)
-    return keras.optimizers.AdamW(rate, weight_decay=stage.weight_decay)
+        classes = optimizers.LAYERWISE
+    optimizer = classes[stage.optimizer](**kwargs)
+    if model is not None and stage.weight_decay:
+        optimizers.exclude_from_decay(optimizer, model)
+    return optimizer
 
 
 def apply_stage_trainable(model, stage, extra_groups=0):
@@ -156,7 +177,7 @@ def fine_tune(
         for extra, chunk in enumerate(_chunks(stage, epochs)):
             apply_stage_trainable(model, stage, extra_groups=extra)
             schedule = optimizers.stage_schedule(stage, steps, chunk)
-            model.compile(optimizer=stage_optimizer(stage, schedule))
+            model.compile(optimizer=stage_optimizer(stage, schedule, model))
             print_fn(freezing.format_audit(freezing.trainable_audit(model)))
             history = model.fit(
                 train,

@@ -4,9 +4,15 @@ import keras
 import numpy as np
 import pytest
 
+import kerastl
 from kerastl import Stage
+from kerastl import TransferClassifier
+from kerastl import testing
+from kerastl.optimizers import LayerwiseAdam
+from kerastl.optimizers import LayerwiseAdamW
 from kerastl.optimizers import OneCycle
 from kerastl.optimizers import stage_schedule
+from kerastl.training import stage_optimizer
 
 
 def rate(schedule, step):
@@ -74,3 +80,94 @@ def test_bad_schedule_arguments():
         Stage(warmup_fraction=1.5)
     with pytest.raises(RecipeError, match="unfreeze_every"):
         Stage(train="all", unfreeze_every=1)
+
+
+def tiny_model():
+    backbone, converter = testing.tiny_resnet()
+    model = TransferClassifier(
+        backbone, num_classes=3, image_converter=converter
+    )
+    model.unfreeze_backbone()
+    return model
+
+
+def expected_multiplier(path, decay):
+    """Hand-worked: the head 1, stack2 decay, stack1 decay^2, ..."""
+    for depth, prefix in enumerate(["stack2_", "stack1_", "stack0_"], 1):
+        if prefix in path:
+            return decay**depth
+    if "predictions" in path:
+        return 1.0
+    return decay**4  # the stem
+
+
+def values(variables):
+    return [keras.ops.convert_to_numpy(v).copy() for v in variables]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_each_group_moves_by_its_learning_rate(optimizer):
+    model = tiny_model()
+    stage = Stage(
+        optimizer=optimizer, momentum=0.0, learning_rate=0.1, layer_decay=0.5
+    )
+    opt = stage_optimizer(stage, model=model)
+    variables = model.trainable_variables
+    before = values(variables)
+    opt.build(variables)
+    # Gradients of ones: SGD moves each weight by exactly its rate, Adam's
+    # first step by its rate times 1 / (1 + epsilon).
+    opt.apply([keras.ops.ones(v.shape) for v in variables], variables)
+    for variable, old, new in zip(
+        variables, before, values(variables), strict=True
+    ):
+        rate = 0.1 * expected_multiplier(variable.path, 0.5)
+        np.testing.assert_allclose(old - new, rate, rtol=1e-4)
+
+
+def test_fit_honors_multipliers():
+    """A multiplier of 0 freezes a group through `fit` on every backend."""
+    model = tiny_model()
+    groups = model.layer_groups()
+    stem = groups[0].weights
+    opt = LayerwiseAdam(1e-2, lr_multipliers={w.path: 0.0 for w in stem})
+    model.compile(optimizer=opt)
+    images, labels = testing.color_images(8, num_classes=3)
+    stem_before = values(stem)
+    head_before = values(model.output_dense.weights)
+    model.fit(images, labels, epochs=1, batch_size=4, verbose=0)
+    for old, new in zip(stem_before, values(stem), strict=True):
+        np.testing.assert_array_equal(old, new)
+    assert not np.allclose(
+        head_before[0], values(model.output_dense.weights)[0]
+    )
+
+
+def test_weight_decay_skips_biases_and_norms():
+    model = tiny_model()
+    stage = Stage(optimizer="adamw", learning_rate=0.1, weight_decay=0.5)
+    opt = stage_optimizer(stage, model=model)
+    variables = model.trainable_variables
+    before = values(variables)
+    opt.build(variables)
+    opt.apply([keras.ops.zeros(v.shape) for v in variables], variables)
+    for variable, old, new in zip(
+        variables, before, values(variables), strict=True
+    ):
+        # Zero gradients: only decoupled decay moves a weight, by lr * wd.
+        factor = 1.0 if len(variable.shape) <= 1 else 1 - 0.1 * 0.5
+        np.testing.assert_allclose(new, old * factor, rtol=1e-5, atol=1e-7)
+
+
+def test_layer_decay_runs_in_fine_tune():
+    model = tiny_model()
+    images, labels = testing.color_images(8, num_classes=3)
+    dataset = testing.ClassifierTestCase.dataset(images, labels)
+    stage = Stage(train="all", layer_decay=0.7, schedule="one_cycle")
+    rows = kerastl.fine_tune(
+        model, dataset, stages=[stage], print_fn=lambda _: None, verbose=0
+    )
+    assert np.isfinite(rows[0]["loss"])
+    assert isinstance(model.optimizer, LayerwiseAdamW)
+    with pytest.raises(Exception, match="layer_decay"):
+        Stage(layer_decay=1.5)
