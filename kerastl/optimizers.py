@@ -233,6 +233,37 @@ LAYERWISE = {
 }
 
 
+def group_multipliers(model, multipliers):
+    """Learning-rate multipliers for the variables of each layer group.
+
+    Args:
+        model: a `kerastl.TransferClassifier`.
+        multipliers: sequence of floats, one per layer group, input to
+            output (`model.layer_groups()` order). The head keeps 1.
+
+    Returns:
+        A dict mapping `variable.path` to its multiplier.
+
+    Example:
+    ```python
+    kerastl.optimizers.group_multipliers(model, [0.01, 0.1, 0.3, 1.0])
+    ```
+    """
+    groups = model.layer_groups()
+    if len(multipliers) != len(groups):
+        names = ", ".join(group.name for group in groups)
+        raise ValueError(
+            f"Give one learning-rate multiplier per layer group: this "
+            f"backbone has {len(groups)} ({names}). "
+            f"Received: lr_multipliers={tuple(multipliers)}"
+        )
+    return {
+        weight.path: float(multiplier)
+        for group, multiplier in zip(groups, multipliers, strict=True)
+        for weight in group.weights
+    }
+
+
 def layer_decay_multipliers(model, layer_decay):
     """Learning-rate multipliers decaying geometrically from the head down.
 
@@ -253,12 +284,9 @@ def layer_decay_multipliers(model, layer_decay):
     kerastl.optimizers.layer_decay_multipliers(model, 0.75)
     ```
     """
-    groups = model.layer_groups()
-    multipliers = {}
-    for depth, group in enumerate(reversed(groups), start=1):
-        for weight in group.weights:
-            multipliers[weight.path] = layer_decay**depth
-    return multipliers
+    count = len(model.layer_groups())
+    depths = range(count, 0, -1)
+    return group_multipliers(model, [layer_decay**d for d in depths])
 
 
 def exclude_from_decay(optimizer, model):

@@ -55,6 +55,10 @@ class Stage:
             at `learning_rate`, the last backbone group at `learning_rate *
             layer_decay`, the one before at `layer_decay ** 2` times it, and
             so on. `1.0` gives every group the same rate. Defaults to `1.0`.
+        lr_multipliers: tuple of float or `None`. Explicit discriminative
+            learning rates: one multiplier per layer group, input to output
+            (the head keeps `learning_rate`). Replaces `layer_decay`.
+            Defaults to `None`.
         unfreeze_every: int. Gradual unfreezing: every this many epochs one
             more layer group (from the output) joins those that train, each
             step a fit of its own with a fresh optimizer and schedule (as in
@@ -80,6 +84,7 @@ class Stage:
     decay_epochs: int = 1
     decay_rate: float = 0.1
     layer_decay: float = 1.0
+    lr_multipliers: tuple | None = None
     unfreeze_every: int = 0
     name: str = ""
 
@@ -94,6 +99,12 @@ class Stage:
                 "A stage's layer_decay multiplies the learning rate once per "
                 "layer group below the head, so it lies in (0, 1]. "
                 f"Received: layer_decay={self.layer_decay}"
+            )
+        if self.lr_multipliers is not None and self.layer_decay != 1.0:
+            raise RecipeError(
+                "Set either layer_decay or lr_multipliers on a stage, not "
+                f"both. Received: layer_decay={self.layer_decay}, "
+                f"lr_multipliers={self.lr_multipliers}"
             )
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise RecipeError(
@@ -427,7 +438,16 @@ def _parse(text, hint):
             raise ValueError("expected a number") from None
     if hint is tuple or origin is tuple:
         items = [item.strip() for item in text.split(",") if item.strip()]
-        return tuple(int(i) if i.lstrip("-").isdigit() else i for i in items)
+        return tuple(_number_or_text(item) for item in items)
     if hint is str:
         return text
     raise ValueError(f"fields of type {hint} cannot be set from the CLI")
+
+
+def _number_or_text(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

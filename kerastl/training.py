@@ -15,8 +15,8 @@ def stage_optimizer(stage, learning_rate=None, model=None):
     """The Keras optimizer a `kerastl.Stage` asks for.
 
     With a `model`, biases and normalization parameters are exempt from
-    weight decay, and `stage.layer_decay < 1` gives each layer group its own
-    learning rate (`kerastl.optimizers.layer_decay_multipliers`).
+    weight decay, and `stage.layer_decay < 1` or `stage.lr_multipliers` give
+    each layer group its own learning rate (`kerastl.optimizers`).
 
     Args:
         stage: a `kerastl.Stage`.
@@ -45,10 +45,15 @@ def stage_optimizer(stage, learning_rate=None, model=None):
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
     }
-    if model is not None and stage.layer_decay != 1.0:
+    if model is not None and stage.lr_multipliers is not None:
+        kwargs["lr_multipliers"] = optimizers.group_multipliers(
+            model, stage.lr_multipliers
+        )
+    elif model is not None and stage.layer_decay != 1.0:
         kwargs["lr_multipliers"] = optimizers.layer_decay_multipliers(
             model, stage.layer_decay
         )
+    if "lr_multipliers" in kwargs:
         classes = optimizers.LAYERWISE
     optimizer = classes[stage.optimizer](**kwargs)
     if model is not None and stage.weight_decay:

@@ -171,3 +171,25 @@ def test_layer_decay_runs_in_fine_tune():
     assert isinstance(model.optimizer, LayerwiseAdamW)
     with pytest.raises(Exception, match="layer_decay"):
         Stage(layer_decay=1.5)
+
+
+def test_explicit_group_multipliers():
+    model = tiny_model()  # groups: stem, stack0, stack1, stack2
+    stage = Stage(
+        optimizer="sgd",
+        momentum=0.0,
+        learning_rate=0.1,
+        lr_multipliers=(0.0625, 0.125, 0.25, 0.5),
+    )
+    opt = stage_optimizer(stage, model=model)
+    variables = model.trainable_variables
+    before = values(variables)
+    opt.build(variables)
+    opt.apply([keras.ops.ones(v.shape) for v in variables], variables)
+    for variable, old, new in zip(
+        variables, before, values(variables), strict=True
+    ):
+        rate = 0.1 * expected_multiplier(variable.path, 0.5)
+        np.testing.assert_allclose(old - new, rate, rtol=1e-4)
+    with pytest.raises(ValueError, match="one learning-rate multiplier per"):
+        stage_optimizer(Stage(lr_multipliers=(1.0, 1.0)), model=model)

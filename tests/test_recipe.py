@@ -62,8 +62,10 @@ def test_overrides_are_typed_and_nested():
             "data.validation_fraction=0.2",
             "num_classes=none",
             "stages.0.learning_rate=3e-4",
+            "stages.1.lr_multipliers=0.1,0.5,1",
         ],
     )
+    assert recipe.stages[1].lr_multipliers == (0.1, 0.5, 1)
     assert recipe.stages[1].epochs == 3
     assert recipe.stages[0].train == "all"
     assert recipe.stages[1].train == 2
