@@ -105,24 +105,27 @@ def values(variables):
     return [keras.ops.convert_to_numpy(v).copy() for v in variables]
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_each_group_moves_by_its_learning_rate(optimizer):
-    model = tiny_model()
-    stage = Stage(
-        optimizer=optimizer, momentum=0.0, learning_rate=0.1, layer_decay=0.5
-    )
+def assert_groups_move_by_their_rates(stage, model):
+    """One step with gradients of ones: SGD moves each weight by exactly its
+    rate, Adam's first step by its rate times 1 / (1 + epsilon)."""
     opt = stage_optimizer(stage, model=model)
     variables = model.trainable_variables
     before = values(variables)
     opt.build(variables)
-    # Gradients of ones: SGD moves each weight by exactly its rate, Adam's
-    # first step by its rate times 1 / (1 + epsilon).
     opt.apply([keras.ops.ones(v.shape) for v in variables], variables)
     for variable, old, new in zip(
         variables, before, values(variables), strict=True
     ):
         rate = 0.1 * expected_multiplier(variable.path, 0.5)
         np.testing.assert_allclose(old - new, rate, rtol=1e-4)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_each_group_moves_by_its_learning_rate(optimizer):
+    stage = Stage(
+        optimizer=optimizer, momentum=0.0, learning_rate=0.1, layer_decay=0.5
+    )
+    assert_groups_move_by_their_rates(stage, tiny_model())
 
 
 def test_fit_honors_multipliers():
@@ -181,15 +184,6 @@ def test_explicit_group_multipliers():
         learning_rate=0.1,
         lr_multipliers=(0.0625, 0.125, 0.25, 0.5),
     )
-    opt = stage_optimizer(stage, model=model)
-    variables = model.trainable_variables
-    before = values(variables)
-    opt.build(variables)
-    opt.apply([keras.ops.ones(v.shape) for v in variables], variables)
-    for variable, old, new in zip(
-        variables, before, values(variables), strict=True
-    ):
-        rate = 0.1 * expected_multiplier(variable.path, 0.5)
-        np.testing.assert_allclose(old - new, rate, rtol=1e-4)
+    assert_groups_move_by_their_rates(stage, model)
     with pytest.raises(ValueError, match="one learning-rate multiplier per"):
         stage_optimizer(Stage(lr_multipliers=(1.0, 1.0)), model=model)
