@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerastl.data import images as image_io
+from kerastl.data import mixing
 from kerastl.data.spec import DataError
 
 # Encoded examples held for shuffling tfds data, whose images are decoded
@@ -100,10 +101,18 @@ def random_crop_resize(image, image_size, seed):
 
 
 def _check_augment(augment):
-    if augment is not None and not 0 <= augment.rand_augment <= 10:
+    if augment is None:
+        return
+    if not 0 <= augment.rand_augment <= 10:
         raise DataError(
             f"rand_augment is a magnitude from 0 to 10, got "
             f"{augment.rand_augment}. Use 0 to turn RandAugment off."
+        )
+    if augment.mixup < 0 or augment.cutmix < 0:
+        raise DataError(
+            "mixup and cutmix are Beta distribution alphas (typically 0.2 "
+            "to 1.0), or 0 to turn them off; they cannot be negative. Got "
+            f"mixup={augment.mixup}, cutmix={augment.cutmix}."
         )
 
 
@@ -165,7 +174,8 @@ def make_split(
 
     Returns:
         `tf.data.Dataset` of float32 `(B, H, W, 3)` images in [0, 255] and
-        their labels.
+        their labels; float32 class distributions when MixUp or CutMix mix
+        the training batches.
 
     Example:
     ```python
@@ -232,5 +242,15 @@ def make_split(
                 tf.clip_by_value(rand_augment(images, training=True), 0, 255),
                 labels,
             )
+        )
+    if augment is not None and (augment.mixup or augment.cutmix):
+        dataset = mixing.mix_batches(
+            dataset,
+            mixup=augment.mixup,
+            cutmix=augment.cutmix,
+            num_classes=num_classes,
+            multi_label=multi_label,
+            # Its own stream, so turning mixing on leaves the crops alone.
+            seed=seed + 1,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
