@@ -117,6 +117,22 @@ def _select_backend(backend):
     os.environ["KERAS_BACKEND"] = backend
 
 
+# Options `fit` and `lr-find` share.
+_overrides_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe field, e.g. --set stages.1.epochs=3 or "
+    "--set preset=./my_preset. Repeatable.",
+)
+_backend_option = click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    help="Keras backend; defaults to KERAS_BACKEND.",
+)
+
+
 @contextlib.contextmanager
 def _user_errors():
     """Turns kerastl's one-paragraph ValueErrors into clean CLI errors."""
@@ -129,47 +145,66 @@ def _user_errors():
 @cli.command()
 @click.argument(
     "recipe_path",
-    metavar="RECIPE",
+    metavar="[RECIPE]",
+    required=False,
     type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a recipe field, e.g. --set stages.1.epochs=3 or "
-    "--set preset=./my_preset. Repeatable.",
-)
+@_overrides_option
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=pathlib.Path),
     help="Run directory. Defaults to runs/<recipe name>/<timestamp>.",
 )
-@click.option(
-    "--backend",
-    type=click.Choice(BACKENDS),
-    help="Keras backend; defaults to KERAS_BACKEND.",
-)
+@_backend_option
 @click.option(
     "--smoke",
     is_flag=True,
     help="Synthetic data of the recipe's spec and one epoch of at most two "
     "steps per stage: checks a recipe end to end in seconds.",
 )
-def fit(recipe_path, overrides, output_dir, backend, smoke):
-    """Fine-tune a model as RECIPE says and write a run directory."""
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
+    help="Continue an interrupted run directory from its last completed "
+    "epoch (RECIPE defaults to its recipe.json; --set still applies).",
+)
+def fit(recipe_path, overrides, output_dir, backend, smoke, resume_dir):
+    """Fine-tune a model as RECIPE says and write a run directory.
+
+    Every epoch is checkpointed; after a crash, a kill or Ctrl-C,
+    `kerastl fit --resume RUN_DIR` continues where the run stopped.
+    """
     _select_backend(backend)
     with logs.quiet_native_logs():
         from kerastl import recipe as recipes
         from kerastl import run
 
-    recipe = recipes.apply_overrides(
-        recipes.load_recipe(recipe_path), overrides
-    )
-    click.echo(f"Recipe {recipe_path}:")
-    click.echo(json.dumps(recipe.to_dict(), indent=2))
+    if recipe_path is None and resume_dir is None:
+        raise click.UsageError("Give a RECIPE file, or --resume RUN_DIR.")
+    if resume_dir is not None and (smoke or output_dir):
+        raise click.UsageError(
+            "--resume continues a run in its own directory with its own "
+            "settings; drop --smoke and --output-dir."
+        )
+    recipe = None
+    if recipe_path is not None:
+        recipe = recipes.apply_overrides(
+            recipes.load_recipe(recipe_path), overrides
+        )
+        click.echo(f"Recipe {recipe_path}:")
+        click.echo(json.dumps(recipe.to_dict(), indent=2))
     with _user_errors():
-        run.fit_recipe(recipe, output_dir=output_dir, smoke=smoke)
+        if resume_dir is not None:
+            run.resume_recipe(resume_dir, recipe, () if recipe else overrides)
+        else:
+            origin = {
+                "file": str(recipe_path.resolve()),
+                "overrides": list(overrides),
+            }
+            run.fit_recipe(
+                recipe, output_dir=output_dir, smoke=smoke, origin=origin
+            )
 
 
 @cli.command()
@@ -258,3 +293,91 @@ def presets(pattern):
         )
     header = ("preset", "family", "params", "input", "description")
     click.echo(_table([header, *rows]))
+
+
+@cli.command("lr-find")
+@click.argument(
+    "recipe_path",
+    metavar="RECIPE",
+    type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+)
+@click.option(
+    "--stage",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Which stage to test, 1-based. Earlier stages are not trained "
+    "first: the test starts from the preset's weights with this stage's "
+    "trainable layer groups and optimizer.",
+)
+@_overrides_option
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="Where lr_find.png and lr_find.json go. Defaults to "
+    "runs/<recipe name>/lr-find-<timestamp>.",
+)
+@click.option(
+    "--steps",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Training steps from --start-lr to --end-lr.",
+)
+@click.option(
+    "--start-lr",
+    default=1e-7,
+    show_default=True,
+    type=float,
+    help="Learning rate of the first step.",
+)
+@click.option(
+    "--end-lr",
+    default=10.0,
+    show_default=True,
+    type=float,
+    help="Learning rate of the last step, unless the loss diverges first.",
+)
+@_backend_option
+@click.option(
+    "--smoke",
+    is_flag=True,
+    help="Synthetic data of the recipe's spec and a few steps: checks the "
+    "range test end to end in seconds.",
+)
+def lr_find(
+    recipe_path,
+    stage,
+    overrides,
+    output_dir,
+    steps,
+    start_lr,
+    end_lr,
+    backend,
+    smoke,
+):
+    """Suggest a learning rate for a stage of RECIPE with a range test.
+
+    Trains for --steps steps while the learning rate grows exponentially,
+    stops once the loss diverges, and writes the loss curve (lr_find.png,
+    lr_find.json) and fastai's suggestions (valley, steep, minimum/10).
+    Only these results are kept; no model is saved.
+    """
+    _select_backend(backend)
+    with logs.quiet_native_logs():
+        from kerastl import lr_find as finder
+        from kerastl import recipe as recipes
+
+    recipe = recipes.apply_overrides(
+        recipes.load_recipe(recipe_path), overrides
+    )
+    with _user_errors():
+        finder.lr_find_recipe(
+            recipe,
+            stage,
+            output_dir=output_dir,
+            smoke=smoke,
+            num_steps=steps,
+            start_lr=start_lr,
+            end_lr=end_lr,
+        )

@@ -4,8 +4,14 @@ Each stage sets which layer groups train, compiles a fresh optimizer, and
 fits; epochs are numbered on across stages so `history.csv` reads as one run.
 """
 
-import keras
+import math
 
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerastl import checkpoints
+from kerastl import features
 from kerastl import freezing
 from kerastl import optimizers
 from kerastl.recipe import Stage
@@ -14,8 +20,9 @@ from kerastl.recipe import Stage
 def stage_optimizer(stage, learning_rate=None, model=None):
     """The Keras optimizer a `kerastl.Stage` asks for.
 
-    With a `model`, biases and normalization parameters are exempt from
-    weight decay, and `stage.layer_decay < 1` or `stage.lr_multipliers` give
+    `stage.ema` turns on Keras' moving average of the weights. With a
+    `model`, biases and normalization parameters are exempt from weight
+    decay, and `stage.layer_decay < 1` or `stage.lr_multipliers` give
     each layer group its own learning rate (`kerastl.optimizers`).
 
     Args:
@@ -40,6 +47,8 @@ def stage_optimizer(stage, learning_rate=None, model=None):
     }
     if stage.optimizer == "sgd":
         kwargs["momentum"] = stage.momentum
+    if stage.ema:
+        kwargs.update(use_ema=True, ema_momentum=stage.ema)
     classes = {
         "sgd": keras.optimizers.SGD,
         "adam": keras.optimizers.Adam,
@@ -118,6 +127,163 @@ def describe_stage(index, count, stage, epochs):
     )
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training stopped.
+
+    The message names the stage, epoch and step, and the checkpoint of the
+    last good epoch when there is one.
+    """
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Stops a fit at the first batch whose loss is not a finite number."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.failure = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failure = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+
+class _EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' early stopping (best weights restored) that survives a resume.
+
+    Keras resets its counters when a fit begins; a resumed fit puts back the
+    ones saved in the checkpoint instead.
+    """
+
+    def __init__(self, patience, monitor):
+        super().__init__(
+            monitor=monitor,
+            patience=patience,
+            mode="min" if monitor.endswith("loss") else "max",
+            restore_best_weights=True,
+        )
+        self._saved = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._saved is not None:
+            state, self.best_weights = self._saved
+            self.wait = state["wait"]
+            self.best = state["best"]
+            self.best_epoch = state["best_epoch"]
+            self.best_weights = self.best_weights or None
+
+    def state(self):
+        return {
+            "wait": self.wait,
+            "best": float(self.best),
+            "best_epoch": self.best_epoch,
+        }
+
+
+class _Progress(keras.callbacks.Callback):
+    """Keeps the history rows, the data position and the checkpoints.
+
+    `passes` counts iterations over the training dataset so far: a resumed
+    run creates that many iterators first, which advances tf.data's seeded
+    shuffles and augmentation draws to where the interrupted run was.
+    """
+
+    def __init__(self, model, checkpoint, guard):
+        super().__init__()
+        self.full_model = model
+        self.checkpoint = checkpoint
+        self.guard = guard
+        self.rows = []
+        self.passes = 0
+        self.part = None
+
+    def begin(self, position, stage_name, cached, stopper, done):
+        self.part = {
+            "stage": position[0],
+            "part": position[1],
+            "name": stage_name,
+            "cached": cached,
+            "done": done,
+        }
+        self.stopper = stopper
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.failure is not None:
+            return
+        row = {"stage": self.part["name"], "epoch": epoch + 1}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        self.rows.append(row)
+        self.part["done"] += 1
+        if not self.part["cached"]:
+            self.passes += 1
+        self.save(finished=False)
+
+    def save(self, finished):
+        if self.checkpoint is None:
+            return
+        state = {
+            "stage": self.part["stage"],
+            "part": self.part["part"],
+            "cached": self.part["cached"],
+            "epochs_done": self.part["done"],
+            "finished": finished,
+            "passes": self.passes,
+            "rows": self.rows,
+        }
+        extras = {}
+        if self.stopper is not None:
+            state["early_stopping"] = self.stopper.state()
+            extras["best"] = self.stopper.best_weights or []
+        self.checkpoint.save(self.full_model, state, extras)
+
+
+def _resume(model, checkpoint, saved, position, stopper, train, print_fn):
+    """Restores a checkpoint into the fit at `position`; returns its epochs
+    already done there."""
+    same_fit = [saved["stage"], saved["part"]] == position
+    resumed = same_fit and not saved["finished"]
+    state, extras = checkpoint.restore(
+        model, optimizer=resumed, extras=("best",)
+    )
+    passes = state["passes"]
+    if resumed and state["cached"]:
+        # The cached fit reads the training data once more on its own.
+        passes -= 1
+    for _ in range(passes):
+        iter(train)
+    done = state["epochs_done"] if resumed else 0
+    if resumed and stopper is not None and "early_stopping" in state:
+        stopper._saved = (state["early_stopping"], extras["best"])
+    print_fn(
+        f"Resumed from {checkpoint.directory} after epoch {len(state['rows'])}."
+    )
+    return done
+
+
+def _diverged(failure, stage, checkpoint):
+    epoch, step, loss = failure
+    where = (
+        f"The checkpoint of the last good epoch is in {checkpoint.directory}"
+        "; resume it with `kerastl fit --resume RUN_DIR` (with --set to "
+        "change the stage) once fixed."
+        if checkpoint is not None and checkpoint.state() is not None
+        else "No epoch had finished, so there is no checkpoint to resume."
+    )
+    return TrainingDiverged(
+        f"The training loss became {loss} at epoch {epoch}, step {step} of "
+        f"stage '{stage.name}' (learning rate {stage.learning_rate:g}), so "
+        "training stopped. Usual causes: a learning rate too high for this "
+        "stage (try 10x lower), labels outside the classes, or corrupt "
+        f"inputs. {where}"
+    )
+
+
 def fine_tune(
     model,
     train,
@@ -126,6 +292,12 @@ def fine_tune(
     *,
     max_steps=None,
     callbacks=None,
+    label_smoothing=0.0,
+    early_stopping=0,
+    monitor="val_loss",
+    feature_cache=False,
+    seed=None,
+    checkpoint_dir=None,
     print_fn=print,
     verbose="auto",
 ):
@@ -135,9 +307,18 @@ def fine_tune(
     learning-rate schedule, and fits; with `unfreeze_every` it fits once per
     unfreezing step. Epochs are numbered on across stages.
 
+    With `checkpoint_dir`, the model, optimizer, early-stopping and data
+    position are saved atomically after every epoch, and a directory that
+    already holds a checkpoint is resumed from its last completed epoch: a
+    run killed at any point and resumed ends where the uninterrupted run
+    would, given the same seed. A loss that turns NaN or infinite stops
+    training with `TrainingDiverged`, leaving the last good checkpoint.
+
     Args:
-        model: a `kerastl.TransferClassifier`.
-        train: a `tf.data.Dataset` of `(images, labels)` batches.
+        model: a `kerastl.TransferClassifier` (or a `kerastl.distill.
+            Distiller`).
+        train: a `tf.data.Dataset` of `(images, labels)` batches. Labels
+            shaped like the predictions (MixUp, CutMix) are soft labels.
         validation: a dataset like `train`, or `None`.
         stages: sequence of `kerastl.Stage`. Defaults to fastai's
             `fine_tune`: one epoch of the head, then everything for one
@@ -145,6 +326,21 @@ def fine_tune(
         max_steps: int or `None`. With a number, every stage runs one epoch
             of at most that many steps (smoke runs).
         callbacks: list of Keras callbacks for every fit.
+        label_smoothing: float. Label smoothing of the loss. Defaults to
+            `0.0`.
+        early_stopping: int. Patience in epochs; each fit stops when
+            `monitor` has not improved for that long and keeps its best
+            weights. `0` disables it. Defaults to `0`.
+        monitor: str. The logged metric early stopping watches; names
+            ending in `loss` are minimized, others maximized. Defaults to
+            `"val_loss"`.
+        feature_cache: bool. Train head-only stages on cached backbone
+            features (`kerastl.features`). Only correct when `train` has
+            no random augmentation. Defaults to `False`.
+        seed: int or `None`. Shuffles the cached features each epoch.
+            Defaults to `None` (their first order, every epoch).
+        checkpoint_dir: path or `None`. Where to checkpoint, and resume
+            from. Defaults to `None` (no checkpoints).
         print_fn: callable for the stage headers and trainable tables.
         verbose: Keras `fit` verbosity. Defaults to `"auto"` (progress bars).
 
@@ -172,31 +368,140 @@ def fine_tune(
     if max_steps:
         train = train.take(max_steps)
         validation = validation.take(max_steps) if validation else None
-    callbacks = [optimizers.LearningRateLogger(), *(callbacks or [])]
-    rows = []
-    epoch = 0
-    for index, stage in enumerate(stages, start=1):
+    soft_labels = has_soft_labels(model, train)
+    checkpoint = None
+    saved = None
+    if checkpoint_dir is not None:
+        checkpoint = checkpoints.Checkpoint(checkpoint_dir)
+        saved = checkpoint.state()
+    guard = _StopOnNonFinite()
+    # A Distiller checkpoints its student alone: the frozen teacher never
+    # changes, and the student shares the Distiller's optimizer.
+    trained = getattr(model, "student", model)
+    progress = _Progress(trained, checkpoint, guard)
+    if saved is not None:
+        progress.rows = list(saved["rows"])
+        progress.passes = saved["passes"]
+    last = None
+    for index, stage in enumerate(stages):
         epochs = 1 if max_steps else stage.epochs
-        print_fn(describe_stage(index, len(stages), stage, epochs))
+        print_fn(describe_stage(index + 1, len(stages), stage, epochs))
         steps = _steps_per_epoch(train, stage)
-        for extra, chunk in enumerate(_chunks(stage, epochs)):
-            apply_stage_trainable(model, stage, extra_groups=extra)
+        for part, chunk in enumerate(_chunks(stage, epochs)):
+            position = [index, part]
+            last = (stage, part)
+            if saved is not None and (
+                position < [saved["stage"], saved["part"]]
+                or (position == [saved["stage"], saved["part"]])
+                and saved["finished"]
+            ):
+                continue
+            apply_stage_trainable(model, stage, extra_groups=part)
             schedule = optimizers.stage_schedule(stage, steps, chunk)
-            model.compile(optimizer=stage_optimizer(stage, schedule, model))
+            model.compile(
+                optimizer=stage_optimizer(stage, schedule, model),
+                label_smoothing=label_smoothing,
+                soft_labels=soft_labels,
+            )
             print_fn(freezing.format_audit(freezing.trainable_audit(model)))
-            history = model.fit(
-                train,
-                validation_data=validation,
-                initial_epoch=epoch,
-                epochs=epoch + chunk,
-                callbacks=callbacks,
+            stopper = (
+                _EarlyStopping(early_stopping, monitor)
+                if early_stopping
+                else None
+            )
+            done = 0
+            if saved is not None:
+                done = _resume(
+                    trained,
+                    checkpoint,
+                    saved,
+                    position,
+                    stopper,
+                    train,
+                    print_fn,
+                )
+                saved = None
+            cached = feature_cache and _head_only(stage)
+            start = len(progress.rows) - done
+            progress.begin(position, stage.name, cached, stopper, done)
+            fit_callbacks = [
+                optimizers.LearningRateLogger(),
+                *(callbacks or []),
+                *([stopper] if stopper else []),
+                *([keras.callbacks.SwapEMAWeights()] if stage.ema else []),
+                guard,
+                progress,
+            ]
+            fit_args = dict(
+                initial_epoch=start + done,
+                epochs=start + chunk,
+                callbacks=fit_callbacks,
                 verbose=verbose,
             )
-            for offset in range(chunk):
-                row = {"stage": stage.name, "epoch": epoch + offset + 1}
-                row.update(
-                    {k: float(v[offset]) for k, v in history.history.items()}
+            if cached:
+                progress.passes += 1
+                features.fit_head_cached(
+                    model,
+                    train,
+                    validation,
+                    shuffle_seed=seed,
+                    print_fn=print_fn,
+                    **fit_args,
                 )
-                rows.append(row)
-            epoch += chunk
-    return rows
+            else:
+                _fit_epochs(model, train, validation, chunk - done, fit_args)
+            if guard.failure is not None:
+                raise _diverged(guard.failure, stage, checkpoint)
+            progress.save(finished=True)
+    if saved is not None:
+        # Every fit had finished before the interruption: only the final
+        # weights and freeze state are left to put back.
+        apply_stage_trainable(model, last[0], extra_groups=last[1])
+        checkpoint.restore(trained)
+    return progress.rows
+
+
+def _fit_epochs(model, train, validation, epochs, fit_args):
+    """`model.fit` whose epoch k reads the training data's k-th pass.
+
+    tf.data reshuffles (and redraws augmentation) on each new iterator of
+    `train`; Keras creates those on its own schedule, which differs between
+    backends. Chaining the passes into one stream read `steps` batches per
+    epoch ties each epoch to exactly one pass, so a resumed run, after
+    creating as many iterators as passes were done, sees the same data.
+    """
+    steps = int(train.cardinality())
+    if steps <= 0:
+        # Unknown length: epochs cannot be cut from one stream.
+        return model.fit(train, validation_data=validation, **fit_args)
+    passes = tf.data.Dataset.range(epochs).flat_map(lambda _: train)
+    # Keras builds the compiled loss and metrics from a batch it pulls off
+    # the data on JAX and PyTorch, which would shift the stream by one
+    # batch; building them from the data's shapes instead pulls nothing.
+    model._symbolic_build(
+        data_batch=tf.nest.map_structure(
+            lambda spec: np.zeros(
+                (1, *spec.shape[1:]), spec.dtype.as_numpy_dtype
+            ),
+            train.element_spec,
+        )
+    )
+    return model.fit(
+        passes, validation_data=validation, steps_per_epoch=steps, **fit_args
+    )
+
+
+def has_soft_labels(model, dataset):
+    """Whether `dataset` gives a softmax `model` class distributions (MixUp,
+    CutMix) instead of integer labels.
+
+    Example:
+    ```python
+    model.compile(soft_labels=kerastl.training.has_soft_labels(model, ds))
+    ```
+    """
+    return not model.multi_label and dataset.element_spec[1].shape.rank > 1
+
+
+def _head_only(stage):
+    return stage.train == "head" and not stage.unfreeze_every

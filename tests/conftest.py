@@ -32,3 +32,11 @@ def pytest_report_header(config):
 def seeded():
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def feature_cache_dir(tmp_path_factory, monkeypatch):
+    # Runs that cache features write to a per-session folder, never to the
+    # user's ~/.cache.
+    root = tmp_path_factory.getbasetemp() / "feature-cache"
+    monkeypatch.setenv("KERASTL_CACHE_DIR", str(root))
