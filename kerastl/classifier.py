@@ -1,5 +1,6 @@
 """`TransferClassifier`: a keras-hub backbone with a classification head."""
 
+import random
 import re
 import warnings
 
@@ -8,6 +9,7 @@ import keras
 from kerastl import atomic
 from kerastl import backbones
 from kerastl import freezing
+from kerastl import losses
 from kerastl import presets
 from kerastl.pooling import POOLING_MODES
 from kerastl.pooling import FeaturePooling
@@ -17,6 +19,7 @@ _CATEGORICAL_LOSSES = (
     "categorical_crossentropy",
     "categorical_focal_crossentropy",
     "categorical_hinge",
+    "soft_target_crossentropy",
 )
 _BINARY_LOSSES = ("binary_crossentropy", "binary_focal_crossentropy")
 
@@ -164,7 +167,14 @@ class TransferClassifier(keras.Model):
             name="pooler",
         )
         self.head_dropout = keras.layers.Dropout(
-            dropout, dtype=head_dtype, name="head_dropout"
+            dropout,
+            # An explicit seed puts the masks under a SeedGenerator whose
+            # state checkpoints save; unseeded dropout on torch draws from
+            # torch's global generator, which a resumed run cannot replay.
+            # Drawn from Python's generator, so `set_random_seed` fixes it.
+            seed=random.randrange(2**31),
+            dtype=head_dtype,
+            name="head_dropout",
         )
         self.head_hidden = None
         if hidden_dim:
@@ -219,9 +229,12 @@ class TransferClassifier(keras.Model):
         # refuses sublayers assigned before `Module.__init__`; the layers set
         # ahead of the functional `__init__` are all reachable through the
         # functional graph, so plain assignment is enough (as in keras-hub's
-        # `Task`).
+        # `Task`). Keras' own `_torch_params`, set once the graph is built,
+        # must go through `Module.__setattr__`: that registers the weights
+        # as torch parameters, which `zero_grad()` clears before every step.
         uninitialized = not hasattr(self, "_initialized")
-        if keras.config.backend() == "torch" and uninitialized:
+        torch = keras.config.backend() == "torch"
+        if torch and uninitialized and name != "_torch_params":
             return object.__setattr__(self, name, value)
         return super().__setattr__(name, value)
 
@@ -325,7 +338,16 @@ class TransferClassifier(keras.Model):
 
     # === Compilation ===
 
-    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics="auto",
+        *,
+        label_smoothing=0.0,
+        soft_labels=False,
+        **kwargs,
+    ):
         """Configures the model for training, with defaults matching the head.
 
         Args:
@@ -343,6 +365,13 @@ class TransferClassifier(keras.Model):
             metrics: `"auto"` or a list of metrics. `"auto"` is accuracy for
                 a softmax head, binary accuracy and multi-label AUC for a
                 sigmoid head. Defaults to `"auto"`.
+            label_smoothing: float. Label smoothing of the `"auto"` loss.
+                Defaults to `0.0`.
+            soft_labels: bool. Whether training labels of a softmax head
+                may be class distributions (MixUp, CutMix) rather than
+                integers; the `"auto"` loss and accuracy then take both
+                (`kerastl.losses.SoftTargetCrossentropy`). Label smoothing
+                implies it. Defaults to `False`.
             **kwargs: other `keras.Model.compile` arguments.
 
         Example:
@@ -351,19 +380,21 @@ class TransferClassifier(keras.Model):
         ```
         """
         state = _CompileState(
-            dict(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs),
+            dict(
+                optimizer=optimizer,
+                loss=loss,
+                metrics=metrics,
+                label_smoothing=label_smoothing,
+                soft_labels=soft_labels,
+                **kwargs,
+            ),
             None,
         )
         self._check_loss(loss)
         if optimizer == "auto":
             optimizer = keras.optimizers.Adam(self._auto_learning_rate())
         if loss == "auto":
-            loss_cls = (
-                keras.losses.BinaryCrossentropy
-                if self.multi_label
-                else keras.losses.SparseCategoricalCrossentropy
-            )
-            loss = loss_cls(from_logits=self.outputs_logits)
+            loss = self._auto_loss(label_smoothing, soft_labels)
         if metrics == "auto":
             metrics = self._auto_metrics(loss)
         super().compile(
@@ -377,6 +408,21 @@ class TransferClassifier(keras.Model):
             return HEAD_LEARNING_RATE
         return backbones.family_of(self.backbone).fine_tune_learning_rate
 
+    def _auto_loss(self, label_smoothing, soft_labels):
+        from_logits = self.outputs_logits
+        if self.multi_label:
+            # Binary cross-entropy takes soft multi-hot targets as they are.
+            return keras.losses.BinaryCrossentropy(
+                from_logits=from_logits, label_smoothing=label_smoothing
+            )
+        if soft_labels or label_smoothing:
+            return losses.SoftTargetCrossentropy(
+                from_logits=from_logits, label_smoothing=label_smoothing
+            )
+        return keras.losses.SparseCategoricalCrossentropy(
+            from_logits=from_logits
+        )
+
     def _auto_metrics(self, loss):
         if self.multi_label:
             threshold = 0.0 if self.outputs_logits else 0.5
@@ -389,6 +435,8 @@ class TransferClassifier(keras.Model):
                     name="auc",
                 ),
             ]
+        if isinstance(loss, losses.SoftTargetCrossentropy):
+            return [losses.SoftTargetAccuracy(name="accuracy")]
         if _loss_name(loss) in ("categorical_crossentropy",):
             return [keras.metrics.CategoricalAccuracy(name="accuracy")]
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

@@ -221,3 +221,30 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 def test_save_needs_keras_extension(tmp_path):
     with pytest.raises(ValueError, match=".keras"):
         build().save(tmp_path / "model.h5")
+
+
+def test_each_training_step_uses_only_its_own_gradient():
+    # Two SGD steps from w0 must equal one step from w1 on a fresh copy: a
+    # gradient left over from the first step (on torch, weights that
+    # `zero_grad()` does not see) would leak into the second.
+    images, labels = testing.color_images(8, num_classes=3)
+    images = images.astype("float32")
+
+    def classifier():
+        keras.utils.set_random_seed(0)
+        backbone, converter = testing.tiny_resnet()
+        model = TransferClassifier(
+            backbone, num_classes=3, image_converter=converter
+        )
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        return model
+
+    twice = classifier()
+    twice.train_on_batch(images, labels)
+    after_one = twice.get_weights()
+    twice.train_on_batch(images, labels)
+    once = classifier()
+    once.set_weights(after_one)
+    once.train_on_batch(images, labels)
+    for a, b in zip(twice.get_weights(), once.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
