@@ -18,6 +18,7 @@ _LAZY_ATTRIBUTES = {
     "Recipe": "kerastl.recipe",
     "Stage": "kerastl.recipe",
     "fine_tune": "kerastl.training",
+    "Distiller": "kerastl.distill",
 }
 
 __all__ = ["__version__", *_LAZY_ATTRIBUTES]

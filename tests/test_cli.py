@@ -62,9 +62,25 @@ def smoke_fit(runner, recipe, preset, output_dir, *extra):
     return runner.invoke(cli, args, catch_exceptions=False)
 
 
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
+    """A trained-looking 10-class kerastl preset: cifar10_distill's teacher."""
+    backbone, converter = testing.tiny_vit()
+    teacher = kerastl.TransferClassifier(
+        backbone, num_classes=10, image_converter=converter
+    )
+    path = tmp_path_factory.mktemp("presets") / "teacher"
+    teacher.save_to_preset(path)
+    return path
+
+
 @pytest.mark.parametrize("recipe", BUNDLED, ids=[p.stem for p in BUNDLED])
-def test_bundled_recipes_smoke(runner, recipe, tiny_preset, tmp_path):
-    result = smoke_fit(runner, recipe, tiny_preset, tmp_path / "run")
+def test_bundled_recipes_smoke(runner, recipe, tiny_preset, tmp_path, request):
+    extra = []
+    if recipe.stem == "cifar10_distill":
+        teacher = request.getfixturevalue("tiny_teacher")
+        extra = ["--set", f"teacher={teacher}"]
+    result = smoke_fit(runner, recipe, tiny_preset, tmp_path / "run", *extra)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "run"
     for name in RUN_FILES:
