@@ -63,6 +63,10 @@ class Stage:
             more layer group (from the output) joins those that train, each
             step a fit of its own with a fresh optimizer and schedule (as in
             ULMFiT). `0` disables it. Defaults to `0`.
+        ema: float. Momentum of an exponential moving average of the
+            weights (Keras' `use_ema`), e.g. `0.999`; validation during the
+            stage and the weights it ends with are the averaged ones. `0`
+            disables it. Defaults to `0.0`.
         name: str. Shown in the console and `history.csv`. Defaults to
             `""`: `stage1`, `stage2`, ... in order.
 
@@ -86,6 +90,7 @@ class Stage:
     layer_decay: float = 1.0
     lr_multipliers: tuple | None = None
     unfreeze_every: int = 0
+    ema: float = 0.0
     name: str = ""
 
     def __post_init__(self):
@@ -119,6 +124,12 @@ class Stage:
                 "stage that starts from the head or the last N groups, not "
                 f"'all'. Received: unfreeze_every={self.unfreeze_every}, "
                 f"train={self.train!r}"
+            )
+        if not 0.0 <= self.ema < 1.0:
+            raise RecipeError(
+                "A stage's ema is the momentum of the weights' moving "
+                "average, in [0, 1) (e.g. 0.999), or 0 for none. Received: "
+                f"ema={self.ema}"
             )
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise RecipeError(
@@ -163,6 +174,27 @@ class Recipe:
             Defaults to `0`.
         dropout: float. Dropout before the head. Defaults to `0.0`.
         pooling: str. `TransferClassifier` pooling. Defaults to `"auto"`.
+        pretrained: bool. Load the preset's weights; `False` builds the
+            preset's architecture with random weights (training from
+            scratch). Defaults to `True`.
+        label_smoothing: float. Label smoothing of the cross-entropy loss.
+            Defaults to `0.0`.
+        early_stopping: int. Patience in epochs: a stage stops when
+            `monitor` has not improved for this many epochs and keeps its
+            best weights. `0` disables it. Defaults to `0`.
+        monitor: str. The logged metric early stopping watches; `"loss"`
+            or `"val_loss"` are minimized, anything else maximized.
+            Defaults to `"val_loss"`.
+        feature_cache: bool. Train head-only stages without random
+            augmentation on cached backbone features (`kerastl.features`).
+            Defaults to `True`.
+        teacher: str or `None`. Knowledge distillation: a run directory or
+            preset of a trained classifier whose predictions the model
+            learns from (`kerastl.distill`). Defaults to `None`.
+        distill_alpha: float. Weight of the hard-label loss; the
+            distillation loss gets `1 - distill_alpha`. Defaults to `0.5`.
+        distill_temperature: float. Softmax temperature of the
+            distillation loss. Defaults to `4.0`.
 
     Example:
     ```python
@@ -187,6 +219,14 @@ class Recipe:
     seed: int = 0
     dropout: float = 0.0
     pooling: str = "auto"
+    pretrained: bool = True
+    label_smoothing: float = 0.0
+    early_stopping: int = 0
+    monitor: str = "val_loss"
+    feature_cache: bool = True
+    teacher: str | None = None
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
 
     def __post_init__(self):
         stages = tuple(self.stages)
@@ -200,6 +240,24 @@ class Recipe:
             for i, s in enumerate(stages)
         )
         object.__setattr__(self, "stages", named)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise RecipeError(
+                "label_smoothing is the share of each target spread over all "
+                f"classes, in [0, 1). Received: {self.label_smoothing}"
+            )
+        if self.early_stopping < 0:
+            raise RecipeError(
+                "early_stopping is a patience in epochs, or 0 for none. "
+                f"Received: early_stopping={self.early_stopping}"
+            )
+        if self.early_stopping and any(s.ema for s in named):
+            # Keras would restore raw best weights and then overwrite them
+            # with the moving average at the end of the fit.
+            raise RecipeError(
+                "early_stopping and a stage's ema cannot be combined: the "
+                "best epoch's weights and the averaged weights would fight "
+                "over the final model. Drop one of them."
+            )
         if self.image_size is not None:
             object.__setattr__(self, "image_size", tuple(self.image_size))
 

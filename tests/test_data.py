@@ -1,6 +1,7 @@
 """kerastl.data: every source, bad inputs, carving, augmentation, errors."""
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -442,3 +443,94 @@ def test_num_classes_mismatch(tmp_path):
 def test_bad_rand_augment_magnitude():
     with pytest.raises(DataError, match="0 to 10"):
         _load(_ids_spec(), augment=Augment(rand_augment=11))
+
+
+def _id_arrays(first, count, num_classes):
+    """Grayscale arrays whose pixels hold an id; label = id % num_classes."""
+    ids = np.arange(first, first + count)
+    gray = np.broadcast_to(ids[:, None, None], (count, 2, 2)).astype(np.uint8)
+    return gray, ids % num_classes
+
+
+def _ids_labels(dataset):
+    images, labels = _collect(dataset)
+    return np.rint(images[:, 0, 0, 0]).astype(int), labels
+
+
+def test_classes_and_train_per_class():
+    spec = DataSpec(
+        "arrays",
+        arrays={"train": _id_arrays(0, 200, 5), "test": _id_arrays(200, 50, 5)},
+        class_names=("a", "b", "c", "d", "e"),
+        classes=(3, 1),
+        train_per_class=6,
+        validation_fraction=0.25,
+    )
+    bundle = _load(spec, seed=7)
+    assert bundle.class_names == ["d", "b"]
+    splits = {s: _ids_labels(bundle.splits[s]) for s in bundle.splits}
+    new_label = {3: 0, 1: 1}
+    for ids, labels in splits.values():
+        # Only classes 3 and 1, each relabelled by its place in `classes`.
+        assert [new_label[i % 5] for i in ids] == labels.tolist()
+    train_ids, train_labels = splits["train"]
+    val_ids, val_labels = splits["validation"]
+    assert np.bincount(train_labels).tolist() == [6, 6]
+    # A quarter of the 80 kept training examples, stratified.
+    assert np.bincount(val_labels).tolist() == [10, 10]
+    assert not set(train_ids) & set(val_ids)
+    expected_test = [i for i in range(200, 250) if i % 5 in (1, 3)]
+    assert sorted(splits["test"][0]) == expected_test
+    assert bundle.num_examples == {"train": 12, "validation": 20, "test": 20}
+
+    def sample(seed):
+        return sorted(_ids_labels(_load(spec, seed=seed).splits["train"])[0])
+
+    assert sample(7) == sorted(train_ids)
+    assert sample(8) != sorted(train_ids)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(classes=(0, 4)), "does not select"),
+        (dict(classes=(1, 1)), "does not select"),
+        (dict(classes=()), "does not select"),
+        (dict(train_per_class=10), "has only 9"),
+        (dict(train_per_class=0), "at least 1"),
+    ],
+    ids=["out_of_range", "repeated", "empty", "too_many", "zero"],
+)
+def test_classes_and_train_per_class_errors(change, message):
+    # 4 classes of 10; carving 10% leaves 9 of each to train.
+    spec = DataSpec("arrays", arrays={"train": _id_arrays(0, 40, 4)})
+    with pytest.raises(DataError, match=message):
+        _load(dataclasses.replace(spec, **change))
+
+
+def test_classes_need_single_label_local_data():
+    multi_hot = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
+    images = np.zeros((12, 2, 2), np.uint8)
+    spec = DataSpec(
+        "arrays", arrays={"train": (images, multi_hot)}, classes=(0,)
+    )
+    with pytest.raises(DataError, match="single-label"):
+        _load(spec, multi_label=True)
+    with pytest.raises(DataError, match="not tfds"):
+        _load(DataSpec("tfds", "mnist", train_per_class=5))
+
+
+def test_idx_smoke_without_files_stands_in(tmp_path):
+    spec = DataSpec(
+        "idx",
+        str(tmp_path),
+        class_names=tuple("abcdefghij"),
+        classes=(5, 6, 7, 8, 9),
+        train_per_class=3,
+    )
+    # 48 smoke training examples: about 6 per class left after carving.
+    bundle = _load(spec, smoke=True, batch_size=16)
+    assert bundle.class_names == list("fghij")
+    _, labels = _collect(bundle.splits["train"])
+    assert np.bincount(labels).tolist() == [3] * 5
+    assert set(bundle.splits) == {"train", "validation", "test"}

@@ -1,13 +1,19 @@
+import dataclasses
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from kerastl import Recipe
 from kerastl import Stage
+from kerastl import testing
+from kerastl.data import DataSpec
+from kerastl.presets import load_image_converter
 from kerastl.recipe import RecipeError
 from kerastl.recipe import apply_overrides
 from kerastl.recipe import load_recipe
+from kerastl.run import build_model
 
 FIXTURES = pathlib.Path(__file__).parent / "recipes"
 BUNDLED = sorted((pathlib.Path(__file__).parents[1] / "recipes").glob("*.py"))
@@ -109,11 +115,58 @@ def test_stage_validation():
         Stage(epochs=0)
     with pytest.raises(RecipeError, match="non-empty"):
         Recipe(name="x", preset="p", data=None, stages=())
+    with pytest.raises(RecipeError, match=r"ema .* in \[0, 1\)"):
+        Stage(ema=1.0)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"label_smoothing": 1.0}, r"label_smoothing .* \[0, 1\)"),
+        ({"early_stopping": -1}, "patience in epochs"),
+        (
+            {"early_stopping": 2, "stages": (Stage(ema=0.99),)},
+            "cannot be combined",
+        ),
+    ],
+)
+def test_recipe_regularization_validation(fields, message):
+    with pytest.raises(RecipeError, match=message):
+        Recipe(name="x", preset="p", data=None, **fields)
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=[p.stem for p in BUNDLED])
 def test_bundled_recipes_load(path):
     recipe = load_recipe(path)
     assert recipe.name == path.stem
-    assert len(recipe.stages) >= 2
-    assert recipe.stages[0].train == "head"
+    fine_tunes = any(stage.train != "head" for stage in recipe.stages)
+    if recipe.pretrained and fine_tunes:
+        # Staged unfreezing: a new head on frozen features first.
+        assert len(recipe.stages) >= 2
+        assert recipe.stages[0].train == "head"
+
+
+def test_pretrained_false_starts_from_random_weights(tmp_path):
+    saved = testing.save_tiny_preset("resnet", tmp_path / "preset")
+    recipe = Recipe(
+        name="r", preset=str(tmp_path / "preset"), data=DataSpec("arrays")
+    )
+    converter = load_image_converter(recipe.preset)
+    pretrained = build_model(recipe, ["a", "b"], converter)
+    scratch = build_model(
+        dataclasses.replace(recipe, pretrained=False), ["a", "b"], converter
+    )
+    kernels = [
+        (np.asarray(s), np.asarray(p), np.asarray(r))
+        for s, p, r in zip(
+            saved.weights,
+            pretrained.backbone.weights,
+            scratch.backbone.weights,
+            strict=True,
+        )
+        if "kernel" in s.path
+    ]
+    assert kernels
+    for saved_kernel, pretrained_kernel, scratch_kernel in kernels:
+        np.testing.assert_array_equal(pretrained_kernel, saved_kernel)
+        assert not np.allclose(scratch_kernel, saved_kernel)

@@ -1,5 +1,7 @@
 """`load_data`: a `DataSpec` in, batched train / validation / test out."""
 
+import numpy as np
+
 from kerastl.data import carving
 from kerastl.data import pipeline
 from kerastl.data import synthetic
@@ -8,6 +10,7 @@ from kerastl.data.arrays import load_arrays
 from kerastl.data.examples import drop_unreadable
 from kerastl.data.examples import first_of_each_class
 from kerastl.data.folder import load_folder
+from kerastl.data.idx import load_idx
 from kerastl.data.spec import SOURCES
 from kerastl.data.spec import DataBundle
 from kerastl.data.spec import DataError
@@ -54,17 +57,74 @@ def _preview(names, limit=8):
     return shown + (", ..." if len(names) > limit else "")
 
 
-def _file_or_array_splits(spec, multi_label, num_classes):
+def _file_or_array_splits(spec, multi_label, num_classes, smoke):
     if spec.source == "folder":
         return load_folder(spec, multi_label)
     if spec.source == "csv":
         return load_table(spec, multi_label)
-    return load_arrays(spec, num_classes)
+    if spec.source == "idx":
+        return load_idx(spec, stand_in=smoke)
+    # `num_classes` counts the classes kept, not the source's.
+    return load_arrays(spec, None if spec.classes else num_classes)
+
+
+def _select_classes(class_names, splits, classes, multi_label):
+    """Keeps `classes` (source indices), relabelled 0..k-1 in that order."""
+    if multi_label or any(e.labels.ndim != 1 for e in splits.values()):
+        raise DataError(
+            "data.classes needs single-label data (one integer label per "
+            "image). Leave data.classes unset for multi-label data."
+        )
+    classes = [int(c) for c in classes]
+    bad = [c for c in classes if not 0 <= c < len(class_names)]
+    if bad or not classes or len(set(classes)) != len(classes):
+        raise DataError(
+            f"data.classes={tuple(classes)} does not select from the "
+            f"{len(class_names)} classes ({_preview(class_names)}). Give "
+            f"distinct indices in [0, {len(class_names)}), in the order of "
+            "the new labels."
+        )
+    relabel = np.full(len(class_names), -1, np.int64)
+    relabel[classes] = np.arange(len(classes))
+    selected = {}
+    for split, examples in splits.items():
+        kept = examples.take(np.flatnonzero(relabel[examples.labels] >= 0))
+        kept.labels = relabel[kept.labels]
+        selected[split] = kept
+    return [class_names[c] for c in classes], selected
+
+
+def _sample_per_class(examples, count, class_names, seed, smoke):
+    """`count` examples of each class, drawn under `seed`, in data order."""
+    if count < 1:
+        raise DataError(
+            f"data.train_per_class must be at least 1, got {count}. Leave "
+            "it unset (None) to train on all the training data."
+        )
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label, name in enumerate(class_names):
+        members = np.flatnonzero(examples.labels == label)
+        if len(members) < count and not smoke:
+            raise DataError(
+                f"data.train_per_class={count}, but class {name!r} has only "
+                f"{len(members)} training example(s) left after carving "
+                "validation. Lower train_per_class or validation_fraction."
+            )
+        chosen.append(rng.permutation(members)[:count])
+    return examples.take(np.sort(np.concatenate(chosen)))
 
 
 def _load_local(spec, *, multi_label, seed, num_classes, smoke, batch_size):
-    """Folder, CSV and arrays: lists, checks files, carves validation."""
-    class_names, splits = _file_or_array_splits(spec, multi_label, num_classes)
+    """Folder, CSV, arrays and IDX: lists, checks files, carves validation,
+    picks `classes` and `train_per_class`."""
+    class_names, splits = _file_or_array_splits(
+        spec, multi_label, num_classes, smoke
+    )
+    if spec.classes is not None:
+        class_names, splits = _select_classes(
+            class_names, splits, spec.classes, multi_label
+        )
     _check_labels(class_names, splits, multi_label, num_classes, spec)
     fraction = spec.validation_fraction
     if smoke:
@@ -77,7 +137,7 @@ def _load_local(spec, *, multi_label, seed, num_classes, smoke, batch_size):
             for split, examples in splits.items()
         }
     skipped = []
-    if spec.source != "arrays":
+    if spec.source in ("folder", "csv"):
         # Before any training: an unreadable file is reported, not fatal.
         splits, skipped = drop_unreadable(splits)
     for split, examples in splits.items():
@@ -95,6 +155,10 @@ def _load_local(spec, *, multi_label, seed, num_classes, smoke, batch_size):
         splits["train"], splits["validation"] = (
             train.take(train_idx),
             train.take(val_idx),
+        )
+    if spec.train_per_class is not None:
+        splits["train"] = _sample_per_class(
+            splits["train"], spec.train_per_class, class_names, seed, smoke
         )
     datasets = {
         split: pipeline.examples_dataset(examples)
@@ -186,9 +250,10 @@ def load_data(
             count in the data is an error. Defaults to `None`.
         smoke: bool. Replace the data with a few examples of the same
             classes (`2 * batch_size` for training, `batch_size` for
-            validation and test): tfds datasets are mocked offline, and
-            folder, CSV and array sources keep their first examples.
-            Defaults to `False`.
+            validation and test): tfds datasets are mocked offline,
+            folder, CSV, array and IDX sources keep their first examples,
+            and absent IDX files give random stand-ins. Defaults to
+            `False`.
 
     Returns:
         A `DataBundle`.
@@ -229,6 +294,13 @@ def load_data(
         batch_size=batch_size,
     )
     skipped = []
+    subset = spec.classes is not None or spec.train_per_class is not None
+    if spec.source == "tfds" and subset:
+        raise DataError(
+            "data.classes and data.train_per_class work with the folder, "
+            "csv, arrays and idx sources, not tfds. Select classes with "
+            "the tfds split, or load the data as arrays."
+        )
     if spec.source == "tfds":
         class_names, datasets, counts = _load_tfds(spec, **kwargs)
         _check_labels(class_names, {}, multi_label, num_classes, spec)

@@ -19,7 +19,7 @@ class DataError(ValueError):
     """
 
 
-SOURCES = ("tfds", "folder", "csv", "arrays")
+SOURCES = ("tfds", "folder", "csv", "arrays", "idx")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,15 +29,20 @@ class DataSpec:
     Args:
         source: str. `"tfds"` (a TensorFlow Datasets name), `"folder"` (one
             subfolder per class), `"csv"` (a table of image paths and
-            labels) or `"arrays"` (NumPy arrays in memory).
+            labels), `"arrays"` (NumPy arrays in memory) or `"idx"` (a
+            directory of MNIST-style IDX files, e.g. Fashion-MNIST; see
+            `kerastl.data.idx`).
         name: str or `None`. The tfds dataset name (`"oxford_iiit_pet"`,
-            `"cifar10"`, `"voc/2007"`), the folder path or the CSV path.
+            `"cifar10"`, `"voc/2007"`), the folder path, the CSV path or
+            the IDX directory.
         train: str. The training split: a tfds split string (slices such as
             `"train[:90%]"` allowed); for a folder, the subfolder holding
             the training classes when the folder has split subfolders
             (`train/`, `validation/`, `test/`), else the folder itself is
             all training data; for a CSV with a `split` column, the value
-            that marks training rows. Defaults to `"train"`.
+            that marks training rows; for IDX files, the file prefix
+            (`train` reads `train-images-idx3-ubyte.gz` and
+            `train-labels-idx1-ubyte.gz`). Defaults to `"train"`.
         validation: str or `None`. The validation split, as `train`, or a
             second CSV file for CSV sources. `None` carves
             `validation_fraction` of the training data (seeded, stratified
@@ -46,8 +51,8 @@ class DataSpec:
             column has `validation` (or `val`) rows, uses those instead.
             Defaults to `None`.
         test: str or `None`. The test split, as `validation`; a `test/`
-            subfolder or `test` rows are used when `None`. Defaults to
-            `None`.
+            subfolder, `test` rows or `t10k` IDX files are used when
+            `None`. Defaults to `None`.
         validation_fraction: float. The share of the training data carved
             off for validation. Defaults to `0.1`.
         image_key: str. The tfds feature holding the image. Defaults to
@@ -73,6 +78,17 @@ class DataSpec:
             `(N, H, W, 3)`, or grayscale `(N, H, W)` / `(N, H, W, 1)`;
             labels are integer `(N,)` or multi-hot `(N, C)`. Defaults to
             `None`.
+        classes: tuple of int or `None`. Keep only these classes (indices
+            into the source's class list), in every split, relabelled
+            `0 .. len(classes) - 1` in the order given; their names are
+            kept. Single-label local sources (folder, CSV, arrays, IDX)
+            only. Defaults to `None` (all classes).
+        train_per_class: int or `None`. Train on a sample of this many
+            examples per class, drawn under the seed from the training
+            data left after validation is carved, so the two never
+            overlap (few-shot training with a full-size validation and
+            test). Single-label local sources only; a `--smoke` run keeps
+            at most its few examples. Defaults to `None` (all).
 
     Example:
     ```python
@@ -82,6 +98,14 @@ class DataSpec:
     )
     flowers = DataSpec("folder", "/data/flowers")
     tags = DataSpec("csv", "/data/tags.csv", label_column="tags")
+    # Fashion-MNIST's classes 5-9, 20 training images of each.
+    shoes_and_bags = DataSpec(
+        "idx",
+        "/usr/share/datasets/fashion-mnist",
+        class_names=kerastl.data.idx.FASHION_MNIST_CLASSES,
+        classes=(5, 6, 7, 8, 9),
+        train_per_class=20,
+    )
     ```
     """
 
@@ -100,6 +124,8 @@ class DataSpec:
     class_names: tuple | None = None
     data_dir: str | None = None
     arrays: dict | None = None
+    classes: tuple | None = None
+    train_per_class: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +141,14 @@ class Augment:
         rand_augment: int. RandAugment magnitude from 0 to 10
             (`keras.layers.RandAugment` with two ops); `0` turns it off.
             Defaults to `0`.
+        mixup: float. MixUp's Beta(alpha, alpha) parameter: each batch is
+            blended with a shuffled copy of itself, labels too (soft
+            labels, multi-label included). `0` turns it off. Defaults to
+            `0.0`.
+        cutmix: float. CutMix's Beta parameter: a box of the shuffled copy
+            is pasted in, labels mixed by its area. With both set, each
+            batch uses one of the two at random. `0` turns it off. Defaults
+            to `0.0`.
 
     Example:
     ```python
@@ -125,6 +159,8 @@ class Augment:
     flip: bool = True
     random_resized_crop: bool = False
     rand_augment: int = 0
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
 
 @dataclasses.dataclass
