@@ -82,13 +82,7 @@ def resnet18(image_size):
         use_pre_activation=False,
         image_shape=(image_size, image_size, 3),
     )
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    converter = keras_hub.layers.ResNetImageConverter(
-        image_size=(image_size, image_size),
-        scale=[1 / (255 * s) for s in std],
-        offset=[-m / s for m, s in zip(mean, std, strict=True)],
-    )
-    return backbone, converter
+    return backbone, testing.imagenet_converter(image_size)
 
 
 def model_factory(args):

@@ -41,13 +41,23 @@ def tiny_resnet(image_size=TINY_IMAGE_SIZE):
         use_pre_activation=False,
         image_shape=(image_size, image_size, 3),
     )
+    return backbone, imagenet_converter(image_size)
+
+
+def imagenet_converter(image_size):
+    """A ResNet image converter with ImageNet mean/std normalization.
+
+    Example:
+    ```python
+    converter = kerastl.testing.imagenet_converter(96)
+    ```
+    """
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    converter = keras_hub.layers.ResNetImageConverter(
+    return keras_hub.layers.ResNetImageConverter(
         image_size=(image_size, image_size),
         scale=[1 / (255 * s) for s in std],
         offset=[-m / s for m, s in zip(mean, std, strict=True)],
     )
-    return backbone, converter
 
 
 def tiny_vit(image_size=TINY_IMAGE_SIZE, **kwargs):
