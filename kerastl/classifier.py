@@ -603,8 +603,9 @@ class TransferClassifier(keras.Model):
         classification head is not.
 
         A directory written by `save_to_preset` restores the whole model:
-        head, class names and multi-label. Passing a different `num_classes`
-        (or a head shape argument) replaces its head with a new one.
+        head, class names and multi-label. Passing a different `num_classes`,
+        a head shape argument, or `class_names` other than the saved ones
+        replaces its head with a new one.
 
         Args:
             preset: str or path-like. The preset.
@@ -646,8 +647,20 @@ class TransferClassifier(keras.Model):
                 "classes is unknown. Pass `num_classes=` or `class_names=`. "
                 f"Received: num_classes=None"
             )
-        reuse_head = bool(saved) and all(
-            head.get(key) == saved.get(key) for key in presets.HEAD_SHAPE_KEYS
+        # The saved head is only the right head for the same classes: a
+        # preset pretrained on other classes of the same count (Fashion-MNIST
+        # 0-4, then 5-9) must start a new one.
+        reuse_head = (
+            bool(saved)
+            and all(
+                head.get(key) == saved.get(key)
+                for key in presets.HEAD_SHAPE_KEYS
+            )
+            and (
+                class_names is None
+                or saved.get("class_names") is None
+                or list(class_names) == list(saved["class_names"])
+            )
         )
         if class_names is not None:
             head["class_names"] = class_names

@@ -66,6 +66,42 @@ def test_new_num_classes_replaces_the_head(tmp_path):
         )
 
 
+def _head_weights(model):
+    return [
+        keras.ops.convert_to_numpy(w)
+        for layer in model.head_layers
+        for w in layer.weights
+    ]
+
+
+def test_other_class_names_replace_the_head(tmp_path):
+    # Pretrained on three classes, fine-tuned on three others: the saved
+    # head has the right shape but scores the wrong classes.
+    testing.save_tiny_preset("resnet", tmp_path / "base")
+    model = TransferClassifier.from_preset(
+        tmp_path / "base", class_names=["a", "b", "c"]
+    )
+    images, labels = testing.color_images(8, num_classes=3)
+    model.fit(images, labels, epochs=1, verbose=0)
+    model.save_to_preset(tmp_path / "trained")
+    saved = _head_weights(model)
+
+    same = TransferClassifier.from_preset(
+        tmp_path / "trained", class_names=["a", "b", "c"]
+    )
+    for ours, theirs in zip(_head_weights(same), saved, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+    other = TransferClassifier.from_preset(
+        tmp_path / "trained", class_names=["d", "e", "f"]
+    )
+    assert other.class_names == ["d", "e", "f"]
+    kernel = next(w for w in _head_weights(other) if w.ndim == 2)
+    saved_kernel = next(w for w in saved if w.ndim == 2)
+    assert not np.allclose(kernel, saved_kernel)
+    assert not any(np.any(w) for w in _head_weights(other) if w.ndim == 1)
+
+
 def test_save_to_preset_replaces_whole(tmp_path):
     testing.save_tiny_preset("vit", tmp_path / "base")
     model = TransferClassifier.from_preset(tmp_path / "base", num_classes=2)
