@@ -8,9 +8,11 @@ import keras
 
 from kerastl import atomic
 from kerastl import backbones
+from kerastl import calibration
 from kerastl import freezing
 from kerastl import losses
 from kerastl import presets
+from kerastl import thresholds as decision_thresholds
 from kerastl.pooling import POOLING_MODES
 from kerastl.pooling import FeaturePooling
 
@@ -61,8 +63,16 @@ class TransferClassifier(keras.Model):
 
     Layers, input to output: `image_converter`, `backbone`, `pooler`
     (`FeaturePooling`), `head_dropout`, optionally `head_hidden` (Dense +
-    ReLU), and `predictions` (Dense). The head computes in `head_dtype`
-    (float32 by default) even under a mixed-precision policy.
+    ReLU), `predictions` (Dense, the logits) and `temperature_scaling`
+    (divides the logits by `temperature`, then applies the softmax or
+    sigmoid). The head computes in `head_dtype` (float32 by default) even
+    under a mixed-precision policy.
+
+    Calibration and multi-label decisions travel with the model: a
+    `temperature` fitted on validation logits
+    (`kerastl.calibration.fit_temperature`) and per-class `thresholds`
+    (`kerastl.thresholds.tune_thresholds`) are part of its config, its
+    presets and its exports.
 
     The model compiles itself with `compile()`'s `"auto"` settings, so `fit`
     works at once. `freeze_backbone` and `unfreeze_backbone` recompile after
@@ -104,6 +114,12 @@ class TransferClassifier(keras.Model):
             Defaults to `None`.
         train_bn: bool. Whether BatchNorm layers of trainable groups train.
             Defaults to `False`.
+        temperature: float > 0. The logits are divided by it before the
+            activation: temperature scaling. Defaults to `1.0` (none).
+        thresholds: list of floats or `None`. Multi-label only: per-class
+            decision thresholds on the probabilities, used by
+            `predict_labels`, `kerastl predict`, evaluation and exports.
+            `None` means 0.5 for every class. Defaults to `None`.
         **kwargs: standard `keras.Model` arguments (`name`, ...).
 
     Example:
@@ -146,10 +162,15 @@ class TransferClassifier(keras.Model):
         head_dtype="float32",
         trainable_groups=None,
         train_bn=False,
+        temperature=1.0,
+        thresholds=None,
         **kwargs,
     ):
         _check_head_args(num_classes, multi_label, activation, pooling)
         class_names = _check_class_names(class_names, num_classes)
+        thresholds = decision_thresholds.check_thresholds(
+            thresholds, num_classes, multi_label
+        )
         output_activation = activation
         if activation == "auto":
             output_activation = "sigmoid" if multi_label else "softmax"
@@ -185,10 +206,13 @@ class TransferClassifier(keras.Model):
                 name="head_hidden",
             )
         self.output_dense = keras.layers.Dense(
-            num_classes,
-            activation=output_activation,
+            num_classes, dtype=head_dtype, name="predictions"
+        )
+        self.temperature_scaling = calibration.TemperatureScaling(
+            temperature,
+            output_activation,
             dtype=head_dtype,
-            name="predictions",
+            name="temperature_scaling",
         )
 
         # === Functional Model ===
@@ -205,7 +229,10 @@ class TransferClassifier(keras.Model):
         x = self.head_dropout(x)
         if self.head_hidden is not None:
             x = self.head_hidden(x)
-        outputs = self.output_dense(x)
+        # Kept for `logits_model`: the Dense layer's output cannot be looked
+        # up later once the feature cache's head model has called it too.
+        self._logits_tensor = self.output_dense(x)
+        outputs = self.temperature_scaling(self._logits_tensor)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
@@ -217,6 +244,8 @@ class TransferClassifier(keras.Model):
         self.hidden_dim = hidden_dim
         self.class_names = class_names
         self.head_dtype = head_dtype
+        self.temperature = self.temperature_scaling.temperature
+        self.thresholds = thresholds
         self.trainable_groups = None
         self.train_bn = False
         if trainable_groups is not None:
@@ -242,7 +271,8 @@ class TransferClassifier(keras.Model):
     def head_layers(self):
         """The layers after the backbone: pooler, dropout, hidden, output."""
         layers = [self.pooler, self.head_dropout, self.head_hidden]
-        return [layer for layer in layers + [self.output_dense] if layer]
+        layers += [self.output_dense, self.temperature_scaling]
+        return [layer for layer in layers if layer]
 
     @property
     def image_size(self):
@@ -527,6 +557,79 @@ class TransferClassifier(keras.Model):
         """
         return keras.Model(self.input, self.pooler.output, name="features")
 
+    def logits_model(self):
+        """A `keras.Model` from raw images to the head's logits.
+
+        It shares this model's layers; its outputs are the logits before
+        temperature scaling and activation: what
+        `kerastl.calibration.fit_temperature` fits on.
+
+        Example:
+        ```python
+        logits = model.logits_model().predict(images)
+        ```
+        """
+        return keras.Model(self.input, self._logits_tensor, name="logits")
+
+    # === Calibration and decisions ===
+
+    def set_temperature(self, temperature):
+        """Sets the temperature the logits are divided by.
+
+        Args:
+            temperature: float > 0. `1.0` turns temperature scaling off.
+
+        Example:
+        ```python
+        model.set_temperature(1.7)
+        model.predict(images)  # softmax(logits / 1.7)
+        ```
+        """
+        temperature = calibration.check_temperature(temperature)
+        self.temperature_scaling.temperature = temperature
+        self.temperature = temperature
+        # Compiled functions captured the old value as a constant.
+        self.train_function = None
+        self.test_function = None
+        self.predict_function = None
+
+    def set_thresholds(self, thresholds):
+        """Sets the per-class decision thresholds of a multi-label model.
+
+        Args:
+            thresholds: list of floats in (0, 1], one per class, or `None`
+                for 0.5 everywhere.
+
+        Example:
+        ```python
+        model.set_thresholds([0.3] * model.num_classes)
+        ```
+        """
+        self.thresholds = decision_thresholds.check_thresholds(
+            thresholds, self.num_classes, self.multi_label
+        )
+
+    def predict_labels(self, images, **kwargs):
+        """Predicted labels: class indices, or multi-hot over thresholds.
+
+        Multi-class models give the top class of each image; multi-label
+        models every class whose probability reaches its threshold
+        (`thresholds`, else 0.5).
+
+        Args:
+            images: what `predict` takes.
+            **kwargs: other `predict` arguments.
+
+        Example:
+        ```python
+        model.predict_labels(images)  # (n,) ints, or (n, num_classes) 0/1
+        ```
+        """
+        probs = keras.ops.convert_to_numpy(self.predict(images, **kwargs))
+        if self.multi_label:
+            return decision_thresholds.apply_thresholds(probs, self.thresholds)
+        return probs.argmax(axis=-1)
+
     # === Saving ===
 
     def save(self, filepath, overwrite=True, **kwargs):
@@ -666,6 +769,11 @@ class TransferClassifier(keras.Model):
             head["class_names"] = class_names
         elif not reuse_head:
             head["class_names"] = None
+        if not reuse_head:
+            # A new head's logits are not the ones these were fitted on.
+            for key in ("temperature", "thresholds"):
+                if key not in kwargs:
+                    head.pop(key, None)
         model = cls(
             backbone=presets.load_backbone(preset, load_weights=load_weights),
             image_converter=image_converter
@@ -688,6 +796,8 @@ class TransferClassifier(keras.Model):
             "class_names": self.class_names,
             "trainable_groups": self.trainable_groups,
             "train_bn": self.train_bn,
+            "temperature": self.temperature,
+            "thresholds": self.thresholds,
             "head_dtype": self.head_dtype
             if isinstance(self.head_dtype, str)
             else keras.dtype_policies.serialize(self.head_dtype),

@@ -354,7 +354,7 @@ def head_model(model):
     """A `keras.Model` from pooled features to predictions, sharing layers.
 
     It calls `model`'s own head layers (dropout, optional hidden Dense,
-    predictions), so training it trains `model`'s head: no weights to copy
+    predictions, temperature scaling), so training it trains `model`'s head: no weights to copy
     back.
 
     Args:
@@ -373,7 +373,7 @@ def head_model(model):
     x = model.head_dropout(inputs)
     if model.head_hidden is not None:
         x = model.head_hidden(x)
-    outputs = model.output_dense(x)
+    outputs = model.temperature_scaling(model.output_dense(x))
     return keras.Model(inputs, outputs, name="head")
 
 

@@ -97,6 +97,9 @@ def build_model(recipe, class_names, converter):
             image_converter=converter,
             dropout=recipe.dropout,
             pooling=recipe.pooling,
+            # Training changes the logits; the run fits these again.
+            temperature=1.0,
+            thresholds=None,
         )
 
 

@@ -162,6 +162,7 @@ def test_hidden_layer_and_dropout_in_head():
         "head_dropout",
         "head_hidden",
         "predictions",
+        "temperature_scaling",
     ]
     assert model.get_layer("head_hidden").units == 8
     assert model.get_layer("head_dropout").rate == 0.5
