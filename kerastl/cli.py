@@ -19,6 +19,7 @@ from kerastl import __version__
 from kerastl import logs
 
 BACKENDS = ("jax", "tensorflow", "torch")
+EXPORT_FORMATS = ("saved_model", "onnx", "litert")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -209,36 +210,49 @@ def fit(recipe_path, overrides, output_dir, backend, smoke, resume_dir):
 
 @cli.command()
 @click.argument(
-    "run_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
+    "model_path",
+    metavar="RUN_DIR|MODEL",
+    type=click.Path(exists=True, path_type=pathlib.Path),
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=pathlib.Path),
+    help="Labelled images to evaluate instead of the run's own data: a "
+    "folder with one subfolder per class, or a CSV (path,labels).",
 )
 @click.option(
     "--split",
-    default="validation",
-    show_default=True,
-    help="Which split of the recipe's data to evaluate.",
+    help="Which split: of the run's recipe data (default validation), or "
+    "of --data with split subfolders or a split column (default test, "
+    "else all images).",
 )
-def evaluate(run_dir, split):
-    """Recompute the metrics of a run directory's model on one split."""
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="Where metrics.json, report.md and plots/ go. Defaults to the run "
+    "directory for its own data, else <run dir or model folder>/"
+    "evaluations/<data name>.",
+)
+@_backend_option
+def evaluate(model_path, data, split, output_dir, backend):
+    """Recompute metrics, calibration and plots on a split or new data.
+
+    RUN_DIR|MODEL is a run directory, a .keras file or a preset. Without
+    --data it evaluates a split of the run's recipe data and updates the
+    run's metrics.json and plots/; with --data, any folder or CSV of
+    labelled images (e.g. a new test set), written to --output-dir.
+    """
+    _select_backend(backend)
     with logs.quiet_native_logs():
         from kerastl import evaluation
         from kerastl import run
 
     with _user_errors():
-        recipe, model = run.load_run(run_dir)
-        summary = json.loads((run_dir / "metrics.json").read_text())
-        bundle = run.load_recipe_data(
-            recipe, model.image_size, smoke=summary.get("smoke", False)
+        result = run.evaluate_path(
+            model_path, data=data, split=split, output_dir=output_dir
         )
-        if split not in bundle.splits:
-            raise click.UsageError(
-                f"The recipe's data has no {split!r} split; it has "
-                f"{', '.join(bundle.splits)}."
-            )
-        results = run.evaluate_splits(model, bundle, splits=(split,))
-    summary["splits"].update(results)
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    click.echo(evaluation.metrics_table(results))
+    click.echo(evaluation.metrics_table({result.name: result.metrics}))
+    click.echo(f"Report: {result.report_path}")
 
 
 @cli.command()
@@ -255,17 +269,39 @@ def evaluate(run_dir, split):
     type=click.Path(exists=True, path_type=pathlib.Path),
 )
 @click.option("--top-k", default=5, show_default=True, help="Classes shown.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def predict(model_path, inputs, top_k, as_json):
-    """Predict the classes of images with a run directory or saved model."""
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("table", "json", "csv")),
+    default="table",
+    show_default=True,
+    help="How to print the predictions.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--tta",
+    is_flag=True,
+    help="Test-time augmentation: average each image's probabilities with "
+    "its mirror image's (twice the compute, usually a bit more accurate).",
+)
+def predict(model_path, inputs, top_k, output_format, as_json, tta):
+    """Predict the classes of images with a run directory or saved model.
+
+    Multi-class models print their top-k classes; multi-label models the
+    classes over their tuned thresholds (0.5 if none were tuned), then the
+    top-k probabilities.
+    """
     with logs.quiet_native_logs():
         from kerastl import prediction
 
     with _user_errors():
         model = prediction.load_model(model_path)
-        results = prediction.predict_files(model, inputs, top_k=top_k)
-    if as_json:
+        results = prediction.predict_files(model, inputs, top_k=top_k, tta=tta)
+    if as_json or output_format == "json":
         click.echo(json.dumps(results, indent=2))
+        return
+    if output_format == "csv":
+        click.echo(prediction.as_csv(results), nl=False)
         return
     for result in results:
         if "error" in result:
@@ -275,7 +311,85 @@ def predict(model_path, inputs, top_k, as_json):
             f"{p['class']} {p['probability']:.3f}"
             for p in result["predictions"]
         )
+        if "labels" in result:
+            chosen = ", ".join(p["class"] for p in result["labels"])
+            shown = f"labels [{chosen or 'none'}]; top: {shown}"
         click.echo(f"{result['path']}: {shown}")
+
+
+@cli.command()
+@click.argument(
+    "model_path",
+    metavar="MODEL_OR_RUN_DIR",
+    type=click.Path(exists=True, path_type=pathlib.Path),
+)
+@click.option(
+    "--format",
+    "export_format",
+    required=True,
+    type=click.Choice(EXPORT_FORMATS),
+    help="saved_model (TensorFlow Serving, TF.js), onnx (onnxruntime, "
+    "TensorRT) or litert (mobile and edge; formerly TFLite).",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=pathlib.Path),
+    help="Where the artifact goes. Defaults to next to the model: "
+    "<run dir>/export/model.<format>.",
+)
+@_backend_option
+def export(model_path, export_format, output, backend):
+    """Export a model for serving: raw uint8 images in, probabilities out.
+
+    Preprocessing and calibration are inside the artifact; a sidecar JSON
+    next to it holds the class names, the multi-label thresholds and the
+    input size.
+    """
+    _select_backend(backend)
+    with logs.quiet_native_logs():
+        from kerastl import export as exporting
+        from kerastl import prediction
+
+    with _user_errors():
+        model = prediction.load_model(model_path)
+        artifact, sidecar = exporting.export_model(
+            model,
+            export_format,
+            output or exporting.default_output(model_path, export_format),
+        )
+    click.echo(f"Exported {artifact}\nSidecar {sidecar}")
+
+
+@cli.command()
+@click.argument(
+    "run_dirs",
+    metavar="RUN_DIR...",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="Where comparison.md and comparison.png go. Defaults to "
+    "runs/compare/<timestamp>.",
+)
+def compare(run_dirs, output_dir):
+    """Compare finished runs side by side: a table and a plot.
+
+    Accuracy (mAP for multi-label), macro F1, calibration error,
+    parameters, training time and evaluation images/second, on the test
+    split when every run has one, else validation; e.g. ResNet-50 against
+    ViT-B/16 on the same recipe.
+    """
+    from kerastl import compare as comparing
+
+    if len(run_dirs) < 2:
+        raise click.UsageError("Give at least two run directories.")
+    with _user_errors():
+        folder, table = comparing.compare_runs(run_dirs, output_dir)
+    click.echo(table)
+    click.echo(f"Written to {folder}")
 
 
 @cli.command()

@@ -354,8 +354,8 @@ def head_model(model):
     """A `keras.Model` from pooled features to predictions, sharing layers.
 
     It calls `model`'s own head layers (dropout, optional hidden Dense,
-    predictions, temperature scaling), so training it trains `model`'s head: no weights to copy
-    back.
+    predictions, temperature scaling), so training it trains `model`'s
+    head: no weights to copy back.
 
     Args:
         model: a `kerastl.TransferClassifier`.

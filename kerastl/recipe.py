@@ -195,6 +195,16 @@ class Recipe:
             distillation loss gets `1 - distill_alpha`. Defaults to `0.5`.
         distill_temperature: float. Softmax temperature of the
             distillation loss. Defaults to `4.0`.
+        calibrate: bool. Fit a temperature on the validation split after
+            training (`kerastl.calibration`); it is stored with the model
+            and applied by predict, evaluate and exports. Accuracy is
+            unchanged; probabilities become honest. Defaults to `False`.
+        tune_thresholds: bool. Multi-label: tune per-class decision
+            thresholds on the validation split (`kerastl.thresholds`),
+            stored with the model. Defaults to `True`.
+        target_precision: float or `None`. With `tune_thresholds`, pick
+            each class's threshold for the most recall at this precision
+            instead of the best F1. Defaults to `None`.
 
     Example:
     ```python
@@ -227,6 +237,9 @@ class Recipe:
     teacher: str | None = None
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
+    calibrate: bool = False
+    tune_thresholds: bool = True
+    target_precision: float | None = None
 
     def __post_init__(self):
         stages = tuple(self.stages)
@@ -244,6 +257,14 @@ class Recipe:
             raise RecipeError(
                 "label_smoothing is the share of each target spread over all "
                 f"classes, in [0, 1). Received: {self.label_smoothing}"
+            )
+        if self.target_precision is not None and not (
+            0 < self.target_precision <= 1
+        ):
+            raise RecipeError(
+                "target_precision is the precision each class's threshold "
+                "must reach, in (0, 1], or None to maximize F1. Received: "
+                f"target_precision={self.target_precision}"
             )
         if self.early_stopping < 0:
             raise RecipeError(

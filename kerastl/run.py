@@ -1,8 +1,9 @@
 """A recipe run, start to finish, and the run directory it leaves.
 
 Data flows one way: recipe -> data pipeline -> `TransferClassifier` ->
-stages -> evaluation -> run directory. The directory holds `model.keras`,
-`preset/`, `recipe.json`, `history.csv`, `metrics.json`, `report.md`, and
+stages -> calibration and thresholds -> evaluation -> run directory. The
+directory holds `model.keras`, `preset/`, `recipe.json`, `history.csv`,
+`metrics.json`, `report.md`, `plots/` (see `kerastl.report`), and
 `skipped_files.txt` when input files were skipped.
 """
 
@@ -20,9 +21,12 @@ import keras
 
 from kerastl import atomic
 from kerastl import backbones
+from kerastl import calibration
 from kerastl import distill
 from kerastl import evaluation
 from kerastl import presets
+from kerastl import report
+from kerastl import thresholds
 from kerastl import training
 from kerastl.classifier import TransferClassifier
 from kerastl.data import load_data
@@ -117,23 +121,75 @@ def load_recipe_data(recipe, image_size, smoke=False):
     )
 
 
-def evaluate_splits(model, bundle, splits=EVALUATED_SPLITS):
-    """`classification_metrics` for each split the bundle has.
+def predict_splits(model, bundle, splits=EVALUATED_SPLITS):
+    """`evaluation.predict_split` for each of `splits` the bundle has.
 
     Example:
     ```python
-    kerastl.run.evaluate_splits(model, bundle)["validation"]["accuracy"]
+    kerastl.run.predict_splits(model, bundle)["validation"].labels
     ```
     """
-    results = {}
-    for split in splits:
-        if split not in bundle.splits:
-            continue
-        y_true, probs = evaluation.predict_split(model, bundle.splits[split])
-        results[split] = evaluation.classification_metrics(
-            y_true, probs, model.multi_label, model.num_classes
+    return {
+        split: evaluation.predict_split(model, bundle.splits[split])
+        for split in splits
+        if split in bundle.splits
+    }
+
+
+def fit_decisions(model, recipe, validation, print_fn=click.echo):
+    """Fits the recipe's temperature and thresholds on validation.
+
+    Both are set on `model`, so they are saved with it.
+
+    Args:
+        model: the trained `TransferClassifier`.
+        recipe: its `Recipe` (`calibrate`, `tune_thresholds`,
+            `target_precision`).
+        validation: the validation split's `evaluation.Predictions`, or
+            `None` when there is none (nothing is fitted, and it is said).
+        print_fn: callable for console output.
+
+    Example:
+    ```python
+    predictions = kerastl.run.predict_splits(model, bundle)
+    kerastl.run.fit_decisions(model, recipe, predictions["validation"])
+    ```
+    """
+    tune = recipe.tune_thresholds and model.multi_label
+    if not (recipe.calibrate or tune):
+        return
+    if validation is None or not len(validation.labels):
+        print_fn(
+            "No validation split: temperature and thresholds are not "
+            "fitted (the model keeps 1.0 and 0.5)."
         )
-    return results
+        return
+    if recipe.calibrate:
+        model.set_temperature(
+            calibration.fit_temperature(
+                validation.labels, validation.logits, model.multi_label
+            )
+        )
+        print_fn(f"Temperature scaling: T = {model.temperature:.3f}")
+    if tune:
+        tuned, unmet = thresholds.tune_thresholds(
+            validation.labels,
+            validation.probabilities(model),
+            target_precision=recipe.target_precision,
+        )
+        model.set_thresholds(tuned)
+        print_fn(
+            "Decision thresholds tuned on validation: "
+            + ", ".join(f"{t:.2f}" for t in tuned)
+        )
+        if unmet:
+            names = model.class_names or [str(i) for i in range(len(tuned))]
+            print_fn(
+                f"Precision {recipe.target_precision} is out of reach on "
+                "validation for "
+                + ", ".join(names[c] for c in unmet)
+                + "; they got their best-F1 thresholds."
+            )
 
 
 def fit_recipe(
@@ -209,21 +265,38 @@ def fit_recipe(
             f"Distillation: teacher {trainee.teacher_source}, alpha "
             f"{recipe.distill_alpha}, temperature {recipe.distill_temperature}"
         )
+    train_start = time.perf_counter()
     with _interruptions(run_dir, print_fn):
         rows = _fine_tune(recipe, trainee, bundle, run_dir, smoke, print_fn)
+    train_seconds = time.perf_counter() - train_start
+    predict_start = time.perf_counter()
+    predictions = predict_splits(model, bundle)
+    predicted = sum(len(p.labels) for p in predictions.values())
+    # Data pipeline included: what a user predicting a folder gets.
+    images_per_second = predicted / (time.perf_counter() - predict_start)
+    fit_decisions(model, recipe, predictions.get("validation"), print_fn)
     model.save(run_dir / "model.keras")
     model.save_to_preset(run_dir / "preset")
     _write_text(run_dir / "history.csv", _history_csv(rows))
 
-    splits = evaluate_splits(model, bundle)
+    evaluations = [
+        report.evaluate_split(model, split_predictions, split, run_dir)
+        for split, split_predictions in predictions.items()
+    ]
+    splits = {item.name: item.metrics for item in evaluations}
     summary = {
         "backend": keras.config.backend(),
         "smoke": smoke,
         "wall_clock_seconds": round(time.perf_counter() - start, 2),
+        "train_seconds": round(train_seconds, 2),
+        "eval_images_per_second": round(images_per_second, 1),
+        "num_parameters": int(model.count_params()),
+        "temperature": model.temperature,
+        "thresholds": model.thresholds,
         "splits": splits,
     }
     _write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
-    _write_text(run_dir / "report.md", _report(recipe, summary, rows))
+    _write_report(run_dir, recipe, summary, rows, evaluations)
     # model.keras now holds what the checkpoint did.
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     if splits:
@@ -370,34 +443,41 @@ def _history_csv(rows):
     return out.getvalue()
 
 
-def _report(recipe, summary, rows):
-    lines = [
-        f"# {recipe.name}",
-        "",
-        f"- preset: `{recipe.preset}`",
-        f"- backend: {summary['backend']}",
-        f"- wall-clock time: {summary['wall_clock_seconds']} s",
-        f"- smoke run: {'yes' if summary['smoke'] else 'no'}",
-        "",
-        "## Metrics",
-        "",
-        evaluation.metrics_table(summary["splits"])
-        if summary["splits"]
-        else "No validation or test split was evaluated.",
-        "",
-        "## Training",
-        "",
+def _write_report(run_dir, recipe, summary, rows, evaluations):
+    facts = {
+        "preset": f"`{recipe.preset}`",
+        "backend": summary["backend"],
+        "parameters": f"{summary['num_parameters']:,}",
+        "wall-clock time": f"{summary['wall_clock_seconds']} s",
+        "smoke run": "yes" if summary["smoke"] else "no",
+        "temperature": f"{summary['temperature']:.3f}",
+    }
+    if summary["thresholds"] is not None:
+        facts["thresholds"] = ", ".join(
+            f"{t:.2f}" for t in summary["thresholds"]
+        )
+    table = [
         "| stage | epoch | learning rate | loss | val_loss |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         val = row.get("val_loss")
-        lines.append(
+        table.append(
             f"| {row['stage']} | {row['epoch']} | {row['learning_rate']:g} "
             f"| {row['loss']:.4f} | "
             f"{'' if val is None else f'{val:.4f}'} |"
         )
-    return "\n".join(lines) + "\n"
+    curves = report.training_curves(rows, run_dir) if rows else {}
+    training_section = "\n".join(table)
+    if curves:
+        training_section += "\n\n" + report.figure_links(curves)
+    report.write_report(
+        run_dir / "report.md",
+        recipe.name,
+        facts,
+        evaluations,
+        sections=[("Training", training_section)],
+    )
 
 
 def load_run(run_dir):
@@ -412,3 +492,93 @@ def load_run(run_dir):
     recipe = Recipe.from_dict(json.loads((run_dir / "recipe.json").read_text()))
     model = keras.models.load_model(run_dir / "model.keras")
     return recipe, model
+
+
+def evaluate_path(model_path, data=None, split=None, output_dir=None):
+    """Evaluates a run's model (or any saved model) and writes the results.
+
+    Without `data`, a split of the run's own recipe data: the run's
+    `metrics.json` gets that split's metrics, `plots/` its figures, and
+    `evaluation_<split>.md` the report. With `data` (a folder or CSV of
+    labelled images), every image there: `metrics.json`, `report.md` and
+    `plots/` in `output_dir`.
+
+    Args:
+        model_path: a run directory, a `.keras` file or a preset.
+        data: path or `None`. See `kerastl.data.loader.load_labelled_images`.
+        split: str or `None`. Recipe split (default `"validation"`), or
+            split of `data`.
+        output_dir: path or `None`. Defaults to the run directory for its
+            own data, else `<run dir or model folder>/evaluations/<name>`.
+
+    Returns:
+        A `report.SplitEvaluation` with `report_path` set.
+
+    Example:
+    ```python
+    result = kerastl.run.evaluate_path("runs/pets/x", data="new_photos/")
+    result.metrics["accuracy"]
+    ```
+    """
+    from kerastl import prediction
+    from kerastl.data.loader import load_labelled_images
+
+    model_path = pathlib.Path(model_path)
+    is_run = (model_path / "metrics.json").is_file()
+    if data is None and not is_run:
+        raise ValueError(
+            f"{model_path} is not a finished run directory, so it has no "
+            "recipe data to evaluate on. Pass labelled images with --data "
+            "FOLDER_OR_CSV."
+        )
+    model = prediction.load_model(model_path)
+    names = model.class_names or [str(i) for i in range(model.num_classes)]
+    if data is None:
+        recipe = Recipe.from_dict(
+            json.loads((model_path / "recipe.json").read_text())
+        )
+        summary = json.loads((model_path / "metrics.json").read_text())
+        bundle = load_recipe_data(
+            recipe, model.image_size, smoke=summary.get("smoke", False)
+        )
+        split = split or "validation"
+        if split not in bundle.splits:
+            raise ValueError(
+                f"The recipe's data has no {split!r} split; it has "
+                f"{', '.join(bundle.splits)}. Pick one with --split."
+            )
+        dataset, name = bundle.splits[split], split
+        output_dir = pathlib.Path(output_dir or model_path)
+    else:
+        dataset, _, skipped, name = load_labelled_images(
+            data,
+            class_names=names,
+            image_size=model.image_size,
+            batch_size=32,
+            multi_label=model.multi_label,
+            split=split,
+        )
+        home = model_path if model_path.is_dir() else model_path.parent
+        output_dir = pathlib.Path(output_dir or home / "evaluations" / name)
+        _report_skipped(skipped, output_dir, click.echo)
+        summary = {"model": str(model_path), "data": str(data), "splits": {}}
+    predictions = evaluation.predict_split(model, dataset)
+    result = report.evaluate_split(model, predictions, name, output_dir)
+    summary["splits"][name] = result.metrics
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _write_text(output_dir / "metrics.json", json.dumps(summary, indent=2))
+    result.report_path = output_dir / (
+        f"evaluation_{name}.md" if data is None else "report.md"
+    )
+    report.write_report(
+        result.report_path,
+        f"Evaluation of {model_path} on {name}",
+        {
+            "model": f"`{model_path}`",
+            "data": f"`{data or 'the run recipe'}`",
+            "backend": keras.config.backend(),
+            "temperature": f"{model.temperature:.3f}",
+        },
+        [result],
+    )
+    return result

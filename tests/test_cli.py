@@ -1,17 +1,21 @@
 import csv
 import json
 import pathlib
+import shutil
 
 import keras
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from sklearn import metrics as sklearn_metrics
 
 import kerastl
 from kerastl import testing
 from kerastl.cli import cli
-from kerastl.evaluation import MULTI_CLASS_KEYS
-from kerastl.evaluation import MULTI_LABEL_KEYS
+from kerastl.data import images
+from kerastl.data import pipeline
+from kerastl.evaluation import THRESHOLD_KEYS
 
 RUN_FILES = (
     "model.keras",
@@ -20,7 +24,36 @@ RUN_FILES = (
     "history.csv",
     "metrics.json",
     "report.md",
+    "plots/training_curves.png",
+    "plots/validation_per_class_f1.png",
+    "plots/validation_reliability.png",
+    "plots/validation_mistakes.png",
 )
+# Keys every split of a run has (top-k needs more than k classes).
+MULTI_CLASS = {
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+    "ece",
+    "nll",
+    "confusion_matrix",
+    "per_class",
+}
+MULTI_LABEL = {
+    "map_macro",
+    "map_micro",
+    "roc_auc_macro",
+    "roc_auc_micro",
+    "hamming_loss",
+    "ece",
+    "per_class",
+    "tuned_thresholds",
+    *THRESHOLD_KEYS,
+}
 
 
 @pytest.fixture
@@ -89,8 +122,14 @@ def test_bundled_recipes_smoke(runner, recipe, tiny_preset, tmp_path, request):
     assert metrics["backend"] == keras.config.backend()
     assert metrics["smoke"] is True
     split = metrics["splits"]["validation"]
-    keys = MULTI_LABEL_KEYS if "multilabel" in recipe.stem else MULTI_CLASS_KEYS
-    assert set(keys) <= set(split)
+    multi_label = "multilabel" in recipe.stem
+    assert (MULTI_LABEL if multi_label else MULTI_CLASS) <= set(split)
+    figure = "precision_recall" if multi_label else "confusion_matrix"
+    assert (run_dir / "plots" / f"validation_{figure}.png").exists()
+    # The report shows every figure the run drew.
+    report = (run_dir / "report.md").read_text()
+    for png in (run_dir / "plots").glob("*.png"):
+        assert f"(plots/{png.name})" in report
     with open(run_dir / "history.csv") as f:
         rows = list(csv.DictReader(f))
     recipe_json = json.loads((run_dir / "recipe.json").read_text())
@@ -137,6 +176,116 @@ def test_fit_predict_evaluate(runner, tiny_preset, tmp_path):
     assert "| accuracy |" in result.output
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "test" in metrics["splits"]
+    assert (run_dir / "evaluation_test.md").exists()
+
+    check_predict_formats(runner, run_dir, model, tmp_path)
+    check_evaluate_new_data(runner, run_dir, model, tmp_path)
+    check_compare(runner, run_dir, tmp_path)
+
+
+def _noise_images(folder, count, size, seed):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        paths.append(folder / f"{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return paths
+
+
+def _read(paths):
+    return np.stack([images.read_rgb(str(p)).astype(np.float32) for p in paths])
+
+
+def check_predict_formats(runner, run_dir, model, tmp_path):
+    # Images already at the model's size: no resizing to second-guess.
+    paths = _noise_images(tmp_path / "noise", 3, model.image_size, seed=1)
+    pixels = _read(paths)
+    expected = (
+        model.predict(pixels, verbose=0)
+        + model.predict(pixels[:, :, ::-1], verbose=0)
+    ) / 2
+    result = runner.invoke(
+        cli,
+        ["predict", str(run_dir), *map(str, paths), "--tta", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    for entry, row in zip(json.loads(result.output), expected, strict=True):
+        top = entry["predictions"][0]
+        assert top["class"] == model.class_names[row.argmax()]
+        assert top["probability"] == pytest.approx(row.max(), abs=1e-5)
+
+    result = runner.invoke(
+        cli,
+        [
+            "predict",
+            str(run_dir),
+            str(paths[0]),
+            "--format",
+            "csv",
+            "--top-k",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(result.output.splitlines()))
+    assert [row["rank"] for row in rows] == ["1", "2"]
+    assert [row["selected"] for row in rows] == ["1", "0"]
+    plain = model.predict(pixels[:1], verbose=0)[0]
+    assert float(rows[0]["probability"]) == pytest.approx(plain.max(), abs=1e-5)
+
+
+def check_evaluate_new_data(runner, run_dir, model, tmp_path):
+    # A new labelled folder holding two of the model's classes.
+    data = tmp_path / "new_data"
+    paths, labels = [], []
+    for label in (0, 2):
+        name = model.class_names[label]
+        paths += _noise_images(data / name, 3, (40, 50), seed=label)
+        labels += [label] * 3
+    result = runner.invoke(cli, ["evaluate", str(run_dir), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    out = run_dir / "evaluations" / "new_data"
+    metrics = json.loads((out / "metrics.json").read_text())["splits"]
+    metrics = metrics["new_data"]
+    assert metrics["num_examples"] == 6
+    resized = np.stack(
+        [
+            pipeline.center_crop_resize(
+                images.read_rgb(str(p)), model.image_size
+            )
+            for p in paths
+        ]
+    )
+    predicted = model.predict(resized, verbose=0).argmax(axis=1)
+    assert metrics["accuracy"] == pytest.approx(
+        sklearn_metrics.accuracy_score(labels, predicted)
+    )
+    assert (out / "report.md").exists()
+    assert (out / "plots" / "new_data_confusion_matrix.png").exists()
+
+
+def check_compare(runner, run_dir, tmp_path):
+    other = tmp_path / "other_run"
+    shutil.copytree(run_dir, other)
+    summary = json.loads((other / "metrics.json").read_text())
+    summary["splits"]["test"]["accuracy"] = 0.99
+    (other / "metrics.json").write_text(json.dumps(summary))
+    out = tmp_path / "comparison"
+    result = runner.invoke(
+        cli, ["compare", str(run_dir), str(other), "--output-dir", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    table = (out / "comparison.md").read_text()
+    assert "Metrics on the test split." in table
+    assert "**0.9900**" in table
+    original = json.loads((run_dir / "metrics.json").read_text())
+    assert f"{original['splits']['test']['accuracy']:.4f}" in table
+    with Image.open(out / "comparison.png") as figure:
+        assert figure.format == "PNG"
+    result = runner.invoke(cli, ["compare", str(run_dir)])
+    assert result.exit_code == 2
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,14 @@ class Examples:
             images=None if self.images is None else self.images[indices],
         )
 
+    @staticmethod
+    def concatenate(parts):
+        """One `Examples` holding `parts` (all file-based) in order."""
+        return Examples(
+            labels=np.concatenate([part.labels for part in parts]),
+            paths=[path for part in parts for path in part.paths],
+        )
+
 
 def encode_labels(label_sets, class_names, multi_label, where):
     """Turns lists of label names into integer or multi-hot labels.

@@ -83,7 +83,7 @@ def split_folders(spec):
     return folders
 
 
-def load_folder(spec, multi_label):
+def load_folder(spec, multi_label, every_class=True):
     """Lists a folder dataset's images and labels, one subfolder per class.
 
     Class names are the sorted subfolder names of the training folder
@@ -94,6 +94,9 @@ def load_folder(spec, multi_label):
     Args:
         spec: a `DataSpec` with `source="folder"`.
         multi_label: bool. Multi-hot (one-hot here) labels if `True`.
+        every_class: bool. Require the training folder to hold every class
+            (to train on); evaluation data may hold a few. Defaults to
+            `True`.
 
     Returns:
         `(class_names, splits)`: a list of str and a dict of split name to
@@ -132,7 +135,7 @@ def load_folder(spec, multi_label):
                 )
             paths += files
             labels += [class_names.index(name)] * len(files)
-        if split == "train":
+        if split == "train" and every_class:
             absent = sorted(set(class_names) - set(_class_folders(folder)))
             if absent:
                 raise DataError(

@@ -1,5 +1,7 @@
 """`load_data`: a `DataSpec` in, batched train / validation / test out."""
 
+import pathlib
+
 import numpy as np
 
 from kerastl.data import carving
@@ -7,6 +9,7 @@ from kerastl.data import pipeline
 from kerastl.data import synthetic
 from kerastl.data import tfds_source
 from kerastl.data.arrays import load_arrays
+from kerastl.data.examples import Examples
 from kerastl.data.examples import drop_unreadable
 from kerastl.data.examples import first_of_each_class
 from kerastl.data.folder import load_folder
@@ -14,6 +17,7 @@ from kerastl.data.idx import load_idx
 from kerastl.data.spec import SOURCES
 from kerastl.data.spec import DataBundle
 from kerastl.data.spec import DataError
+from kerastl.data.spec import DataSpec
 from kerastl.data.table import load_table
 
 # `--smoke` carves a third of its few training examples for validation, so
@@ -327,3 +331,75 @@ def load_data(
         skipped=sorted(skipped, key=lambda s: s.path),
         multi_label=multi_label,
     )
+
+
+def load_labelled_images(
+    path, *, class_names, image_size, batch_size, multi_label, split=None
+):
+    """Every labelled image of a folder or CSV, as one evaluation split.
+
+    For `kerastl evaluate --data`: unlike `load_data`, nothing is carved
+    off, shuffled or augmented. The labels must be among the model's
+    `class_names` (a folder need not have every class).
+
+    Args:
+        path: a folder with one subfolder of images per class (or `train/`,
+            `validation/`, `test/` subfolders holding those), or a CSV file
+            (`path` and `labels` columns, see `DataSpec`).
+        class_names: list of str. The model's classes, in label order.
+        image_size: `(height, width)` of the model's input.
+        batch_size: int.
+        multi_label: bool.
+        split: str or `None`. With split subfolders or a CSV `split`
+            column, which split; `None` takes `test` when there is one,
+            else everything.
+
+    Returns:
+        `(dataset, count, skipped, name)`: batched `(images, labels)`, the
+        number of examples, the `SkippedFile`s, and a name for the split
+        (the folder or file name, plus the split).
+
+    Example:
+    ```python
+    dataset, count, skipped, name = load_labelled_images(
+        "new_photos/", class_names=model.class_names,
+        image_size=model.image_size, batch_size=32, multi_label=False,
+    )
+    ```
+    """
+    path = pathlib.Path(path)
+    if path.is_file():
+        spec = DataSpec("csv", str(path), class_names=tuple(class_names))
+        _, splits = load_table(spec, multi_label)
+    else:
+        spec = DataSpec("folder", str(path), class_names=tuple(class_names))
+        _, splits = load_folder(spec, multi_label, every_class=False)
+    if split is None:
+        split = "test" if "test" in splits else None
+    if split is not None and split not in splits:
+        raise DataError(
+            f"{str(path)!r} has no {split!r} split; it has "
+            f"{', '.join(splits)}. Pick one with --split."
+        )
+    chosen = {split: splits[split]} if split else splits
+    chosen, skipped = drop_unreadable(chosen)
+    examples = list(chosen.values())
+    merged = Examples.concatenate(examples)
+    if len(merged) == 0:
+        raise DataError(
+            f"{str(path)!r} holds no readable labelled images "
+            f"({len(skipped)} file(s) unreadable)."
+        )
+    dataset = pipeline.make_split(
+        pipeline.examples_dataset(merged),
+        image_size=image_size,
+        batch_size=batch_size,
+        num_classes=len(class_names),
+        multi_label=multi_label,
+        training=False,
+        seed=0,
+        augment=None,
+        count=len(merged),
+    )
+    name = path.stem + (f"-{split}" if split else "")
+    return dataset, len(merged), skipped, name
