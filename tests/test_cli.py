@@ -113,6 +113,7 @@ def test_bundled_recipes_smoke(runner, recipe, tiny_preset, tmp_path, request):
     if recipe.stem == "cifar10_distill":
         teacher = request.getfixturevalue("tiny_teacher")
         extra = ["--set", f"teacher={teacher}"]
+    extra += ["--set", "calibrate=true"]
     result = smoke_fit(runner, recipe, tiny_preset, tmp_path / "run", *extra)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "run"
@@ -126,6 +127,16 @@ def test_bundled_recipes_smoke(runner, recipe, tiny_preset, tmp_path, request):
     assert (MULTI_LABEL if multi_label else MULTI_CLASS) <= set(split)
     figure = "precision_recall" if multi_label else "confusion_matrix"
     assert (run_dir / "plots" / f"validation_{figure}.png").exists()
+    # The fitted temperature and thresholds travel with the model.
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert model.temperature == metrics["temperature"]
+    assert model.thresholds == metrics["thresholds"]
+    if multi_label:
+        assert len(model.thresholds) == model.num_classes
+        # Tuned on validation for each class's best F1: never worse there.
+        assert split["tuned_thresholds"]["f1_macro"] >= split["f1_macro"]
+    else:
+        assert model.thresholds is None
     # The report shows every figure the run drew.
     report = (run_dir / "report.md").read_text()
     for png in (run_dir / "plots").glob("*.png"):
