@@ -7,8 +7,9 @@ others from 20 labelled images each?
    training images of classes 0-4 (T-shirt/top, Trouser, Pullover, Dress,
    Coat), once, with seed 0; all seeds share it.
 2. For each seed, three recipes learn classes 5-9 (Sandal, Shirt, Sneaker,
-   Bag, Ankle boot) from the same 20 images per class (the seed draws
-   them and initializes the new weights): `fashion_transfer.py` (the
+   Bag, Ankle boot) from the same 20 images per class (`--per-class`;
+   the seed draws them and initializes the new weights):
+   `fashion_transfer.py` (the
    pretrained ResNet, head then all layers), `fashion_linear_probe.py`
    (head only, on frozen pretrained features) and `fashion_scratch.py`
    (the same architecture from random weights).
@@ -147,6 +148,12 @@ def main():
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
+        "--per-class",
+        type=int,
+        default=20,
+        help="labelled training images per class for classes 5-9",
+    )
+    parser.add_argument(
         "--output-dir", type=pathlib.Path, default=pathlib.Path("runs/fashion")
     )
     parser.add_argument(
@@ -165,7 +172,10 @@ def main():
     run_seconds = pretrain["wall_clock_seconds"]
     for seed in args.seeds:
         for label, recipe, _ in VARIANTS:
-            overrides = [f"seed={seed}"]
+            overrides = [
+                f"seed={seed}",
+                f"data.train_per_class={args.per_class}",
+            ]
             if recipe != "fashion_scratch":
                 overrides.append(f"preset={pretrain_dir / 'preset'}")
             run_dir = args.output_dir / recipe / f"seed{seed}"
@@ -187,8 +197,8 @@ def main():
     report = "\n".join(
         [
             f"Test accuracy on Fashion-MNIST classes 5-9 (the {tested:,} "
-            f"t10k images of {', '.join(class_names)}), training on 20 "
-            "images per class.",
+            f"t10k images of {', '.join(class_names)}), training on "
+            f"{args.per_class} images per class.",
             "",
             results_table(accuracies, args.seeds),
             "",

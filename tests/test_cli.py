@@ -15,6 +15,7 @@ from kerastl import testing
 from kerastl.cli import cli
 from kerastl.data import images
 from kerastl.data import pipeline
+from kerastl.data.idx import FASHION_MNIST_CLASSES
 from kerastl.evaluation import THRESHOLD_KEYS
 
 RUN_FILES = (
@@ -137,6 +138,9 @@ def test_bundled_recipes_smoke(runner, recipe, tiny_preset, tmp_path, request):
         assert split["tuned_thresholds"]["f1_macro"] >= split["f1_macro"]
     else:
         assert model.thresholds is None
+    if recipe.stem == "fashion_transfer":
+        # A new head for classes 5-9, named after them.
+        assert model.class_names == list(FASHION_MNIST_CLASSES[5:])
     # The report shows every figure the run drew.
     report = (run_dir / "report.md").read_text()
     for png in (run_dir / "plots").glob("*.png"):

@@ -1,18 +1,13 @@
 """IDX files, Fashion-MNIST and the transfer-experiment recipes."""
 
 import gzip
-import json
 import pathlib
 import struct
 
-import keras
 import keras_hub
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from kerastl import testing
-from kerastl.cli import cli
 from kerastl.data import DataError
 from kerastl.data import DataSpec
 from kerastl.data import load_data
@@ -163,38 +158,6 @@ def test_fashion_subset_and_twenty_per_class():
     np.testing.assert_array_equal(
         np.bincount(_labels(bundle.splits["test"])), [1000] * 5
     )
-
-
-@pytest.fixture(scope="module")
-def tiny_preset(tmp_path_factory):
-    path = tmp_path_factory.mktemp("presets") / "resnet_tiny"
-    testing.save_tiny_preset("resnet", path)
-    return path
-
-
-@needs_fashion
-def test_fashion_transfer_smoke(tiny_preset, tmp_path):
-    run_dir = tmp_path / "run"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "fit",
-            str(RECIPES / "fashion_transfer.py"),
-            "--smoke",
-            "--output-dir",
-            str(run_dir),
-            "--set",
-            f"preset={tiny_preset}",
-        ],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    head = json.loads((run_dir / "preset" / "kerastl.json").read_text())
-    assert head["config"]["class_names"] == SHOES_AND_BAGS
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["backend"] == keras.config.backend()
-    confusion = np.asarray(metrics["splits"]["test"]["confusion_matrix"])
-    assert confusion.shape == (5, 5)
 
 
 def test_architecture_preset_builds_random_resnet():
