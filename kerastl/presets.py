@@ -13,6 +13,7 @@ directories in keras-hub, Hugging Face transformers and timm formats.
 
 import contextlib
 import json
+import pathlib
 
 import keras
 import keras_hub
@@ -56,11 +57,25 @@ def load_backbone(preset, load_weights=True):
     ```
     """
     config = _read_json(preset, "config.json")
+    local = pathlib.Path(preset)
+    if load_weights and local.is_dir() and not _has_weights(local):
+        raise ValueError(
+            f"The preset directory {preset} holds an architecture but no "
+            "weights (no model.weights.h5, safetensors or .bin file). Train "
+            "it from random weights with `pretrained=False` in the recipe "
+            "(`--set pretrained=false`) or `load_weights=False`, or point "
+            "at a preset with weights."
+        )
     fixes = _HF_BACKBONE_ARGS.get(config.get("model_type"), {})
     kwargs = {arg: config[key] for arg, key in fixes.items() if key in config}
     return keras_hub.models.Backbone.from_preset(
         preset, load_weights=load_weights, **kwargs
     )
+
+
+def _has_weights(folder):
+    patterns = ("*.weights.h5", "*.safetensors", "*.bin", "*.pth")
+    return any(any(folder.glob(pattern)) for pattern in patterns)
 
 
 def load_image_converter(preset):

@@ -1,3 +1,4 @@
+import pathlib
 import socket
 
 import keras
@@ -193,3 +194,15 @@ def test_real_presets(preset, image_size, width):
         testing.random_images(1, image_size[0]), verbose=0
     )
     assert features.shape == (1, width)
+
+
+def test_preset_without_weights_says_to_train_from_scratch():
+    architecture = pathlib.Path(__file__).parents[1] / "recipes" / "presets"
+    with pytest.raises(ValueError, match="pretrained=False"):
+        TransferClassifier.from_preset(
+            architecture / "fashion_resnet", num_classes=5
+        )
+    model = TransferClassifier.from_preset(
+        architecture / "fashion_resnet", num_classes=5, load_weights=False
+    )
+    assert model.num_classes == 5
