@@ -22,15 +22,17 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from kerastl import logs
 
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
-import tensorflow as tf  # noqa: E402
+# TensorFlow's native start-up chatter stays out of the benchmark's output.
+with logs.quiet_native_logs():
+    import keras
+    import keras_hub
+    import tensorflow as tf
 
-from kerastl import TransferClassifier  # noqa: E402
-from kerastl import features  # noqa: E402
-from kerastl import testing  # noqa: E402
+    from kerastl import TransferClassifier
+    from kerastl import features
+    from kerastl import testing
 
 NUM_CLASSES = 10
 

@@ -1,4 +1,4 @@
-"""Image classification data: tfds, folders, CSV files and arrays.
+"""Image classification data: tfds, folders, CSV files, arrays and IDX files.
 
 `load_data(spec, ...)` returns batched `tf.data` splits for any Keras
 backend: float32 RGB images in [0, 255] of the model's size, and int32 (or
