@@ -267,6 +267,14 @@ class TransferClassifier(keras.Model):
             return object.__setattr__(self, name, value)
         return super().__setattr__(name, value)
 
+    def call(self, inputs, training=False, mask=None):
+        # Inference unless told otherwise. With Keras' default `None`, the
+        # converter's `Resizing` (which defaults to `training=True`) would
+        # set training mode in Keras' shared call context, and a direct
+        # `model(images)` would run the backbone's BatchNorm in training
+        # mode and overwrite its moving statistics. `fit` passes `True`.
+        return super().call(inputs, training=training, mask=mask)
+
     @property
     def head_layers(self):
         """The layers after the backbone: pooler, dropout, hidden, output."""

@@ -249,3 +249,18 @@ def test_each_training_step_uses_only_its_own_gradient():
     once.train_on_batch(images, labels)
     for a, b in zip(twice.get_weights(), once.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_calling_the_model_directly_is_inference():
+    # `model(x)` must not run BatchNorm in training mode: Keras' Resizing
+    # inside the converter defaults to training=True and would otherwise
+    # switch the whole call to it.
+    model = build("resnet")
+    images = testing.random_images(4)
+    expected = model.predict(images, verbose=0)
+    stats = [w for w in model.weights if "moving" in w.path]
+    before = [keras.ops.convert_to_numpy(w).copy() for w in stats]
+    outputs = keras.ops.convert_to_numpy(model(images))
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
+    for old, variable in zip(before, stats, strict=True):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(variable))
