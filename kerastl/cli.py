@@ -334,8 +334,9 @@ def predict(model_path, inputs, top_k, output_format, as_json, tta):
 @click.option(
     "--output",
     type=click.Path(path_type=pathlib.Path),
-    help="Where the artifact goes. Defaults to next to the model: "
-    "<run dir>/export/model.<format>.",
+    help="Where the artifact goes (a folder for saved_model). Defaults to "
+    "<run dir>/export/{saved_model,model.onnx,model.tflite}, or "
+    "<model>_export/ next to a .keras file or preset.",
 )
 @_backend_option
 def export(model_path, export_format, output, backend):
@@ -351,6 +352,8 @@ def export(model_path, export_format, output, backend):
         from kerastl import prediction
 
     with _user_errors():
+        # Before loading: an unsupported backend/format pair fails at once.
+        exporting.check_supported(export_format)
         model = prediction.load_model(model_path)
         artifact, sidecar = exporting.export_model(
             model,
