@@ -7,6 +7,7 @@ backend before that.
 
 import importlib
 
+from kerastl import distribution
 from kerastl import logs
 
 __version__ = "0.1.0"
@@ -28,5 +29,8 @@ def __getattr__(name):
     if name not in _LAZY_ATTRIBUTES:
         raise AttributeError(f"module 'kerastl' has no attribute {name!r}")
     with logs.quiet_native_logs():
+        # Before Keras and TensorFlow can compute: keeps TensorFlow off the
+        # GPUs that JAX or PyTorch train on.
+        distribution.prepare_process()
         module = importlib.import_module(_LAZY_ATTRIBUTES[name])
     return getattr(module, name)

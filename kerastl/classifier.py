@@ -5,6 +5,7 @@ import re
 import warnings
 
 import keras
+import numpy as np
 
 from kerastl import atomic
 from kerastl import backbones
@@ -234,6 +235,13 @@ class TransferClassifier(keras.Model):
         self._logits_tensor = self.output_dense(x)
         outputs = self.temperature_scaling(self._logits_tensor)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        # Keras draws initial weights from the backend's own generator, so
+        # one seed gives three different heads on three backends. NumPy's
+        # generator (which `keras.utils.set_random_seed` seeds too) gives
+        # every backend the same start, and a recipe the same run.
+        for dense in (self.head_hidden, self.output_dense):
+            if dense is not None:
+                dense.kernel.assign(_glorot_uniform(dense.kernel.shape))
 
         # === Config ===
         self.num_classes = num_classes
@@ -431,15 +439,36 @@ class TransferClassifier(keras.Model):
         self._check_loss(loss)
         if optimizer == "auto":
             optimizer = keras.optimizers.Adam(self._auto_learning_rate())
+        optimizer = self._loss_scaled(optimizer)
         if loss == "auto":
             loss = self._auto_loss(label_smoothing, soft_labels)
-        if metrics == "auto":
+        if metrics == "auto" and "weighted_metrics" in kwargs:
             metrics = self._auto_metrics(loss)
+        elif metrics == "auto":
+            # As weighted metrics, rows of sample weight 0 (the padding of
+            # a data-parallel batch) do not count; with no sample weights
+            # they are the same metrics.
+            kwargs["weighted_metrics"] = self._auto_metrics(loss)
+            metrics = None
         super().compile(
             optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
         )
         state.signature = self._trainable_signature()
         self._compile_state = state
+
+    def _loss_scaled(self, optimizer):
+        # float16 gradients underflow without loss scaling. Keras adds it
+        # only for models whose own policy is mixed_float16, and a
+        # functional model's policy is always the global one, so the
+        # backbone's policy decides here.
+        if self.backbone.dtype_policy.name != "mixed_float16" or (
+            optimizer is None
+        ):
+            return optimizer
+        optimizer = keras.optimizers.get(optimizer)
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return optimizer
+        return keras.optimizers.LossScaleOptimizer(optimizer)
 
     def _auto_learning_rate(self):
         if not any(w.trainable for w in self.backbone.weights):
@@ -730,7 +759,10 @@ class TransferClassifier(keras.Model):
             image_converter: a `keras_hub.layers.ImageConverter` or `None`.
                 Overrides the preset's preprocessing. Defaults to `None`.
             **kwargs: other `TransferClassifier` arguments (`pooling`,
-                `dropout`, `hidden_dim`, `activation`, `head_dtype`).
+                `dropout`, `hidden_dim`, `activation`, `head_dtype`), and
+                `dtype`: the backbone's dtype policy, e.g.
+                `"mixed_bfloat16"` (mixed precision; the head stays in
+                `head_dtype`).
 
         Example:
         ```python
@@ -783,7 +815,9 @@ class TransferClassifier(keras.Model):
                 if key not in kwargs:
                     head.pop(key, None)
         model = cls(
-            backbone=presets.load_backbone(preset, load_weights=load_weights),
+            backbone=presets.load_backbone(
+                preset, load_weights=load_weights, dtype=head.pop("dtype", None)
+            ),
             image_converter=image_converter
             or presets.load_image_converter(preset),
             **head,
@@ -845,6 +879,13 @@ def _loss_from_logits(loss):
     if isinstance(loss, str) and loss in _CATEGORICAL_LOSSES + _BINARY_LOSSES:
         return False
     return None
+
+
+def _glorot_uniform(shape):
+    """Glorot-uniform values from NumPy's global generator, as float32."""
+    fan_in, fan_out = shape
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return np.random.uniform(-limit, limit, size=shape).astype(np.float32)
 
 
 def _check_head_args(num_classes, multi_label, activation, pooling):

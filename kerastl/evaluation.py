@@ -32,6 +32,7 @@ from scipy import special
 from sklearn import metrics
 
 from kerastl import calibration
+from kerastl import distribution
 from kerastl import thresholds as decision_thresholds
 
 MULTI_CLASS_KEYS = (
@@ -124,7 +125,8 @@ def predict_split(model, dataset, num_mistakes=16):
 
     Args:
         model: a `kerastl.TransferClassifier`.
-        dataset: a `tf.data.Dataset` of `(images, labels)` batches.
+        dataset: a `tf.data.Dataset` of `(images, labels)` batches, or
+            `(images, labels, weights)`: rows of weight 0 are left out.
         num_mistakes: int. How many mistakes' images to keep.
 
     Returns:
@@ -139,10 +141,16 @@ def predict_split(model, dataset, num_mistakes=16):
     logits_model = model.logits_model()
     labels, logits, heap = [], [], []
     offset = 0
-    for images, batch_labels in dataset.as_numpy_iterator():
+    for images, batch_labels, *weights in dataset.as_numpy_iterator():
         batch_logits = np.asarray(
-            logits_model.predict_on_batch(images), dtype=np.float32
+            distribution.predict_on_batch(logits_model, images),
+            dtype=np.float32,
         )
+        if weights:
+            # Rows of weight 0 pad a batch for data-parallel devices.
+            (real,) = np.nonzero(weights[0])
+            images, batch_labels = images[real], batch_labels[real]
+            batch_logits = batch_logits[real]
         labels.append(batch_labels)
         logits.append(batch_logits)
         probs = probabilities(batch_logits, model.multi_label)

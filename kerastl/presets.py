@@ -43,13 +43,16 @@ _HF_BACKBONE_ARGS = {"vit": {"layer_norm_epsilon": "layer_norm_eps"}}
 _HF_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
 
-def load_backbone(preset, load_weights=True):
+def load_backbone(preset, load_weights=True, dtype=None):
     """Loads the backbone of any preset through keras-hub.
 
     Args:
         preset: str. A built-in name, a `kaggle://` or `hf://` handle, or a
             local directory.
         load_weights: bool. Whether to load pretrained weights.
+        dtype: str, `keras.DTypePolicy` or `None`. The backbone's dtype
+            policy (`"mixed_bfloat16"`, ...); `None` keeps Keras' global
+            policy.
 
     Example:
     ```python
@@ -68,6 +71,8 @@ def load_backbone(preset, load_weights=True):
         )
     fixes = _HF_BACKBONE_ARGS.get(config.get("model_type"), {})
     kwargs = {arg: config[key] for arg, key in fixes.items() if key in config}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
     return keras_hub.models.Backbone.from_preset(
         preset, load_weights=load_weights, **kwargs
     )

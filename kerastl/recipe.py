@@ -18,6 +18,8 @@ import click
 
 from kerastl.data import Augment
 from kerastl.data import DataSpec
+from kerastl.distribution import MODES as DISTRIBUTE_MODES
+from kerastl.distribution import PRECISIONS
 from kerastl.optimizers import SCHEDULES
 
 TRAINABLE_HELP = '"head", "all", or the number of last layer groups'
@@ -205,6 +207,14 @@ class Recipe:
         target_precision: float or `None`. With `tune_thresholds`, pick
             each class's threshold for the most recall at this precision
             instead of the best F1. Defaults to `None`.
+        precision: str. `"float32"`, `"bfloat16"` (weights and math in
+            bfloat16), `"mixed_bfloat16"` or `"mixed_float16"` (float32
+            weights, math in 16 bits, loss scaling for float16). The head
+            and the loss stay in float32. Defaults to `"float32"`.
+        distribute: str. `"auto"`, `"none"` or `"data-parallel"`
+            (`kerastl.distribution`); `batch_size` is the global batch,
+            split over the devices. Defaults to `"auto"`: data parallel
+            when there are several accelerators.
 
     Example:
     ```python
@@ -240,6 +250,8 @@ class Recipe:
     calibrate: bool = False
     tune_thresholds: bool = True
     target_precision: float | None = None
+    precision: str = "float32"
+    distribute: str = "auto"
 
     def __post_init__(self):
         stages = tuple(self.stages)
@@ -265,6 +277,16 @@ class Recipe:
                 "target_precision is the precision each class's threshold "
                 "must reach, in (0, 1], or None to maximize F1. Received: "
                 f"target_precision={self.target_precision}"
+            )
+        if self.precision not in PRECISIONS:
+            raise RecipeError(
+                f"precision is one of {', '.join(PRECISIONS)}. Received: "
+                f"precision={self.precision!r}"
+            )
+        if self.distribute not in DISTRIBUTE_MODES:
+            raise RecipeError(
+                f"distribute is one of {', '.join(DISTRIBUTE_MODES)}. "
+                f"Received: distribute={self.distribute!r}"
             )
         if self.early_stopping < 0:
             raise RecipeError(

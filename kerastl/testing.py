@@ -224,3 +224,62 @@ class ClassifierTestCase:
         return tf.data.Dataset.from_tensor_slices((images, labels)).batch(
             batch_size
         )
+
+
+# Tiny transformers configs of the families keras-hub converts from Hugging
+# Face checkpoints: (config class, model class, base model attribute).
+HF_FAMILIES = {
+    "vit": ("ViTConfig", "ViTForImageClassification", "vit"),
+    "deit": ("DeiTConfig", "DeiTForImageClassificationWithTeacher", "deit"),
+    "dinov2": ("Dinov2Config", "Dinov2ForImageClassification", "dinov2"),
+}
+
+
+def write_hf_checkpoint(family, path, seed=0):
+    """Writes a random-weight transformers image classifier, as on the Hub.
+
+    A `save_pretrained` checkpoint (config, safetensors weights and the
+    image processor's `preprocessor_config.json`) of a 2-layer, 16-wide
+    model on 32x32 images, which `TransferClassifier.from_preset(path)`
+    loads through keras-hub's converter.
+
+    Args:
+        family: str. `"vit"`, `"deit"` or `"dinov2"`.
+        path: str or path-like. Where to write.
+        seed: int. Seeds torch's generator for the weights.
+
+    Returns:
+        `(base_model, processor)`: the transformers backbone (`ViTModel`,
+        ...) in eval mode and its image processor, the reference to compare
+        against.
+
+    Example:
+    ```python
+    hf_model, processor = kerastl.testing.write_hf_checkpoint("deit", dir)
+    ```
+    """
+    import torch
+    import transformers
+
+    config_name, model_name, base = HF_FAMILIES[family]
+    sizes = dict(
+        image_size=TINY_IMAGE_SIZE,
+        patch_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        hidden_size=16,
+        num_labels=4,
+    )
+    if family == "dinov2":
+        sizes["mlp_ratio"] = 2  # DINOv2 sizes its MLP by ratio.
+    else:
+        sizes["intermediate_size"] = 32
+    torch.manual_seed(seed)
+    config = getattr(transformers, config_name)(**sizes)
+    model = getattr(transformers, model_name)(config).eval()
+    model.save_pretrained(path)
+    processor = transformers.ViTImageProcessor(
+        size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
+    )
+    processor.save_pretrained(path)
+    return getattr(model, base), processor

@@ -76,6 +76,8 @@ def test_info_lists_versions_and_devices(runner):
     assert lines["backend"] == keras.config.backend()
     for backend in ("jax", "tensorflow", "torch"):
         assert "cpu:0" in lines[backend]
+    assert lines["distribute"] == "auto: one device: cpu:0"
+    assert lines["gpu-memory"].startswith(keras.config.backend())
 
 
 RECIPES = pathlib.Path(__file__).parents[1] / "recipes"
@@ -115,6 +117,8 @@ def test_bundled_recipes_smoke(runner, recipe, tiny_preset, tmp_path, request):
         teacher = request.getfixturevalue("tiny_teacher")
         extra = ["--set", f"teacher={teacher}"]
     extra += ["--set", "calibrate=true"]
+    if recipe.stem == "cifar10_resnet":
+        extra += ["--precision", "mixed_bfloat16", "--distribute", "none"]
     result = smoke_fit(runner, recipe, tiny_preset, tmp_path / "run", *extra)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "run"
@@ -123,6 +127,10 @@ def test_bundled_recipes_smoke(runner, recipe, tiny_preset, tmp_path, request):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["backend"] == keras.config.backend()
     assert metrics["smoke"] is True
+    assert metrics["devices"] == ["cpu:0"]
+    assert metrics["precision"] == (
+        "mixed_bfloat16" if recipe.stem == "cifar10_resnet" else "float32"
+    )
     split = metrics["splits"]["validation"]
     multi_label = "multilabel" in recipe.stem
     assert (MULTI_LABEL if multi_label else MULTI_CLASS) <= set(split)
@@ -130,6 +138,7 @@ def test_bundled_recipes_smoke(runner, recipe, tiny_preset, tmp_path, request):
     assert (run_dir / "plots" / f"validation_{figure}.png").exists()
     # The fitted temperature and thresholds travel with the model.
     model = keras.models.load_model(run_dir / "model.keras")
+    assert model.backbone.dtype_policy.name == metrics["precision"]
     assert model.temperature == metrics["temperature"]
     assert model.thresholds == metrics["thresholds"]
     if multi_label:

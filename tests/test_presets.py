@@ -133,45 +133,6 @@ def test_network_is_blocked_in_tests():
         socket.create_connection(("127.0.0.1", 9))
 
 
-def write_hf_vit(path):
-    """A random-weight transformers ViT classifier checkpoint, as on the Hub."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(
-        image_size=32,
-        patch_size=8,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        hidden_size=16,
-        intermediate_size=32,
-        num_labels=4,
-    )
-    model = transformers.ViTForImageClassification(config).eval()
-    model.save_pretrained(path)
-    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32})
-    processor.save_pretrained(path)
-    return model, processor
-
-
-def test_hugging_face_vit_matches_transformers(tmp_path):
-    import torch
-
-    hf_model, processor = write_hf_vit(tmp_path / "hf")
-    model = TransferClassifier.from_preset(tmp_path / "hf", num_classes=3)
-    images = testing.random_images(3)
-    pixels = processor(images=list(images), return_tensors="pt")
-    with torch.no_grad():
-        hidden = hf_model.vit(**pixels).last_hidden_state.numpy()
-    # Raw uint8 images in: the model applies the checkpoint's preprocessing.
-    features = model.feature_extractor().predict(images, verbose=0)
-    np.testing.assert_allclose(features, hidden[:, 0], atol=1e-4)
-    sequence = model.backbone.predict(
-        np.transpose(pixels["pixel_values"].numpy(), (0, 2, 3, 1)), verbose=0
-    )
-    np.testing.assert_allclose(sequence, hidden, atol=1e-4)
-
-
 def test_preset_without_preprocessing_is_an_error(tmp_path):
     backbone, _ = testing.tiny_vit()
     backbone.save_to_preset(str(tmp_path / "bare"))
