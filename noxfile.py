@@ -1,6 +1,7 @@
 """The test matrix: `nox` runs every backend's tests and the lint."""
 
 import hashlib
+import os
 import pathlib
 import sys
 
@@ -8,7 +9,7 @@ import nox
 
 nox.needs_version = ">=2024.4.15"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "parity"]
 
 ROOT = pathlib.Path(__file__).parent
 CONSTRAINTS = ROOT / "constraints.txt"
@@ -51,13 +52,44 @@ def tests(session, backend):
     """Run the test suite on one Keras backend."""
     bin_dir = _shared_env(session)
     session.env["KERAS_BACKEND"] = backend
+    # Two workers take a quarter off the matrix on CI's two cores: much of
+    # a test is single-threaded Python (tracing, compiling, Click). Whole
+    # files go to one worker, so module fixtures are built once.
+    workers = min(4, os.cpu_count() or 1)
     session.run(
         str(bin_dir / "python"),
         "-m",
         "pytest",
+        *(["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []),
         *(session.posargs or ["tests"]),
         external=True,
     )
+
+
+@nox.session(venv_backend="none")
+def parity(session):
+    """Print a backend x check table: same weights, same answers everywhere.
+
+    Same logits for a ResNet and a ViT preset; Hugging Face ViT, DeiT and
+    DINOv2 checkpoints against transformers; a smoke recipe's metrics.
+    Fails if any check is outside its tolerance (tests/parity_check.py).
+    """
+    bin_dir = _shared_env(session)
+    python = str(bin_dir / "python")
+    script = str(ROOT / "tests" / "parity_check.py")
+    work = pathlib.Path(session.create_tmp()) / "parity"
+    session.env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    session.run(python, script, "prepare", str(work), external=True)
+    for backend in BACKENDS:
+        session.run(
+            python,
+            script,
+            "check",
+            str(work),
+            env={"KERAS_BACKEND": backend},
+            external=True,
+        )
+    session.run(python, script, "table", str(work), external=True)
 
 
 @nox.session

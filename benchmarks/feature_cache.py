@@ -31,6 +31,7 @@ with logs.quiet_native_logs():
     import tensorflow as tf
 
     from kerastl import TransferClassifier
+    from kerastl import bench
     from kerastl import features
     from kerastl import testing
 
@@ -72,21 +73,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def resnet18(image_size):
-    """ResNet-18 (4 stages of 2 basic blocks), random weights."""
-    backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64],
-        input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[64, 128, 256, 512],
-        stackwise_num_blocks=[2, 2, 2, 2],
-        stackwise_num_strides=[1, 2, 2, 2],
-        block_type="basic_block",
-        use_pre_activation=False,
-        image_shape=(image_size, image_size, 3),
-    )
-    return backbone, testing.imagenet_converter(image_size)
-
-
 def model_factory(args):
     """A function returning identical fresh models: same weights each time."""
     if args.preset:
@@ -99,7 +85,9 @@ def model_factory(args):
         )
         description = args.preset
     else:
-        backbone, converter = resnet18(args.image_size)
+        backbone, converter = bench.built_in_backbone(
+            "resnet18", args.image_size
+        )
         first = TransferClassifier(
             backbone, num_classes=NUM_CLASSES, image_converter=converter
         )

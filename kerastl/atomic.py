@@ -47,6 +47,22 @@ def atomic_path(path, suffix=""):
         _remove(tmp)
 
 
+def write_text(path, text):
+    """Writes `text` to `path` atomically.
+
+    Args:
+        path: str or path-like.
+        text: str.
+
+    Example:
+    ```python
+    kerastl.atomic.write_text("run/metrics.json", json.dumps(metrics))
+    ```
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def _replace(tmp, path):
     if tmp.is_dir() and path.is_dir():
         # Directories cannot be swapped in one step: move the old one aside

@@ -16,6 +16,7 @@ import sys
 import click
 
 from kerastl import __version__
+from kerastl import distribution
 from kerastl import logs
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -47,25 +48,6 @@ def _version(package):
         return "not installed"
 
 
-def _devices(backend):
-    """Devices one backend sees, as short strings; imports it on the spot."""
-    if backend == "jax":
-        import jax
-
-        return [f"{d.platform}:{d.id}" for d in jax.devices()]
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return [
-            f"{d.device_type.lower()}:{d.name.rsplit(':', 1)[-1]}"
-            for d in tf.config.list_physical_devices()
-        ]
-    import torch
-
-    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return ["cpu:0", *cuda]
-
-
 def _table(rows):
     """Left-aligned columns; the last one is not padded."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -83,7 +65,12 @@ def _table(rows):
 
 @cli.command()
 def info():
-    """Print versions and the devices each installed backend sees."""
+    """Print versions, the devices each backend sees, and how fit uses them.
+
+    With the JAX or PyTorch backend, TensorFlow (which only feeds data)
+    sees no GPU: kerastl hides them from it so it claims no GPU memory.
+    """
+    _select_backend(None)
     with logs.quiet_native_logs():
         import keras
 
@@ -97,15 +84,31 @@ def info():
             if importlib.util.find_spec(backend) is None:
                 rows.append((backend, "not installed"))
                 continue
-            devices = ", ".join(_devices(backend))
+            devices = ", ".join(distribution.devices_seen_by(backend))
             rows.append((backend, f"{_version(backend)}  [{devices}]"))
+        rows.append(("gpu-memory", distribution.gpu_memory_summary()))
+        rows.append(
+            ("distribute", "auto: " + distribution.placement("auto").note)
+        )
     click.echo(_table(rows))
 
 
-def _select_backend(backend):
-    """Sets KERAS_BACKEND before Keras is imported; refuses a late switch."""
-    if backend is None:
-        return
+def _select_backend(backend, gpu_memory=None):
+    """Sets KERAS_BACKEND before Keras is imported; refuses a late switch.
+
+    Then prepares the devices (`kerastl.distribution.prepare_process`)
+    before anything can compute.
+    """
+    if backend is not None:
+        _switch_backend(backend)
+    with logs.quiet_native_logs():
+        try:
+            distribution.prepare_process(gpu_memory)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from error
+
+
+def _switch_backend(backend):
     if "keras" in sys.modules:
         import keras
 
@@ -170,13 +173,49 @@ def _user_errors():
     help="Continue an interrupted run directory from its last completed "
     "epoch (RECIPE defaults to its recipe.json; --set still applies).",
 )
-def fit(recipe_path, overrides, output_dir, backend, smoke, resume_dir):
+@click.option(
+    "--distribute",
+    type=click.Choice(distribution.MODES),
+    help="Use several devices: data-parallel splits each (global) batch "
+    "over all of them; auto does so when there are several accelerators. "
+    "Same as --set distribute=... [recipe default: auto]",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(distribution.PRECISIONS),
+    help="Train in 16-bit math: mixed_bfloat16 (GPUs since Ampere, TPUs), "
+    "mixed_float16 (older GPUs; loss scaling) or bfloat16 weights too. "
+    "The head and loss stay float32. Same as --set precision=... "
+    "[recipe default: float32]",
+)
+@click.option(
+    "--gpu-memory",
+    metavar="grow|preallocate|FRACTION",
+    help="How much GPU memory the backend may take: as needed, most of it "
+    "at start, or a fraction of each GPU. Defaults to the backend's own "
+    f"behaviour, or ${distribution.GPU_MEMORY_ENV}.",
+)
+def fit(
+    recipe_path,
+    overrides,
+    output_dir,
+    backend,
+    smoke,
+    resume_dir,
+    distribute,
+    precision,
+    gpu_memory,
+):
     """Fine-tune a model as RECIPE says and write a run directory.
 
     Every epoch is checkpointed; after a crash, a kill or Ctrl-C,
     `kerastl fit --resume RUN_DIR` continues where the run stopped.
     """
-    _select_backend(backend)
+    _select_backend(backend, gpu_memory)
+    overrides = list(overrides)
+    for key, value in (("distribute", distribute), ("precision", precision)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
     with logs.quiet_native_logs():
         from kerastl import recipe as recipes
         from kerastl import run
@@ -291,6 +330,7 @@ def predict(model_path, inputs, top_k, output_format, as_json, tta):
     classes over their tuned thresholds (0.5 if none were tuned), then the
     top-k probabilities.
     """
+    _select_backend(None)
     with logs.quiet_native_logs():
         from kerastl import prediction
 
@@ -498,3 +538,105 @@ def lr_find(
             start_lr=start_lr,
             end_lr=end_lr,
         )
+
+
+def _jit_compile(value):
+    return {"auto": "auto", "true": True, "false": False}[value]
+
+
+@cli.command()
+@click.option(
+    "--model",
+    default="resnet18",
+    show_default=True,
+    help="resnet18 or vit_tiny (built in, random weights, with a PyTorch "
+    "twin), or any image preset name or directory.",
+)
+@click.option("--image-size", default=96, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option(
+    "--steps",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Timed steps per measurement, after --warmup untimed ones.",
+)
+@click.option("--warmup", default=2, show_default=True, type=int)
+@click.option(
+    "--repeats",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Timings per measurement; the fastest counts.",
+)
+@click.option(
+    "--cache-epochs",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Head epochs of the feature-cache comparison; 0 skips it.",
+)
+@click.option(
+    "--jit-compile",
+    type=click.Choice(("auto", "true", "false")),
+    default="auto",
+    show_default=True,
+    help="Model.compile's jit_compile: XLA on TensorFlow, eager JAX when "
+    "false, torch.compile when true on PyTorch. auto is what fit uses.",
+)
+@click.option(
+    "--no-peers",
+    is_flag=True,
+    help="Time kerastl only, not keras-hub's classifier or PyTorch.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=pathlib.Path),
+    help="Also write the results as JSON here.",
+)
+@_backend_option
+def bench(
+    model,
+    image_size,
+    batch_size,
+    steps,
+    warmup,
+    repeats,
+    cache_epochs,
+    jit_compile,
+    no_peers,
+    output,
+    backend,
+):
+    """Measure training and inference speed on this backend and machine.
+
+    Times kerastl's classifier (whole network and frozen backbone), the
+    same backbone in keras-hub's classifier, the input pipeline, cached
+    head training against in-graph, and on PyTorch a transformers model in
+    a plain PyTorch loop; prints a table (and JSON with --output). Run it
+    once per backend: KERAS_BACKEND=jax kerastl bench.
+    """
+    _select_backend(backend)
+    with logs.quiet_native_logs():
+        from kerastl import bench as benchmark
+
+    settings = benchmark.BenchSettings(
+        model=model,
+        image_size=image_size,
+        batch_size=batch_size,
+        steps=steps,
+        warmup=warmup,
+        repeats=repeats,
+        cache_epochs=cache_epochs,
+        jit_compile=_jit_compile(jit_compile),
+        peers=not no_peers,
+    )
+    with _user_errors():
+        results = benchmark.run_bench(settings, print_fn=click.echo)
+    click.echo()
+    click.echo(benchmark.format_table(results))
+    if output is not None:
+        from kerastl import atomic
+
+        atomic.write_text(output, json.dumps(results, indent=2))
+        click.echo(f"Results: {output}")

@@ -254,8 +254,7 @@ def write_report(path, title, facts, evaluations, sections=()):
         lines += ["", f"## {item.name}", "", "```", item.report.rstrip(), "```"]
         for caption, figure in item.plots.items():
             lines += ["", f"![{caption}]({figure})"]
-    with atomic.atomic_path(path) as tmp:
-        pathlib.Path(tmp).write_text("\n".join(lines) + "\n")
+    atomic.write_text(path, "\n".join(lines) + "\n")
 
 
 def figure_links(figures):

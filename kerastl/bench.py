@@ -1,0 +1,580 @@
+"""`kerastl bench`: how fast kerastl trains and predicts, against its peers.
+
+One process measures one backend (Keras fixes it per process), on synthetic
+images fed through kerastl's own input pipeline:
+
+- the input pipeline alone, in images per second, against the model's
+  training speed: the pipeline must never be what the model waits for;
+- kerastl's `TransferClassifier`, training the whole network and training
+  the head on a frozen backbone, and predicting;
+- the same backbone in keras-hub's own classifier (`ImageClassifier`, or
+  `ViTImageClassifier` for ViTs), compiled the same way and fed by the same
+  pipeline: the ratio is kerastl's overhead (target: under 3%);
+- head-only training on cached features (`kerastl.features`) against the
+  same epochs in-graph on a frozen backbone;
+- on the PyTorch backend, a plain PyTorch training loop of the same
+  architecture built with transformers, as the native peer.
+
+Throughput is timed after warm-up steps, so compilation is excluded; the
+fastest of `repeats` timings counts, the one least disturbed by other
+processes. Results go to the console as a table and, with `output`, to a
+JSON file with the settings and the machine.
+"""
+
+import dataclasses
+import os
+import platform
+import tempfile
+import time
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from kerastl import backbones
+from kerastl import distribution
+from kerastl import features
+from kerastl import testing
+from kerastl.classifier import TransferClassifier
+from kerastl.data import Augment
+from kerastl.data import DataSpec
+from kerastl.data import load_data
+
+# Built-in architectures (random weights): no download, and a transformers
+# twin for the PyTorch peer.
+BUILT_IN = ("resnet18", "vit_tiny")
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass
+class BenchSettings:
+    """What `run_bench` measures.
+
+    Args:
+        model: str. `"resnet18"` or `"vit_tiny"` (built in, random
+            weights), or a preset (name or directory) of any image backbone.
+        image_size: int. Square input size. Defaults to `96`.
+        batch_size: int. Defaults to `32`.
+        steps: int. Timed steps of each measurement. Defaults to `10`.
+        warmup: int. Untimed steps first (compilation). Defaults to `2`.
+        repeats: int. Timings of each measurement; the fastest counts.
+            Defaults to `2`.
+        cache_epochs: int. Epochs of the feature-cache comparison; `0`
+            skips it. Defaults to `3`.
+        jit_compile: `"auto"`, `True` or `False`, as `Model.compile` takes
+            it. Defaults to `"auto"`, what `kerastl fit` uses.
+        peers: bool. Also time keras-hub's classifier and, on PyTorch, the
+            transformers model. Defaults to `True`.
+
+    Example:
+    ```python
+    settings = kerastl.bench.BenchSettings(model="vit_tiny", steps=5)
+    ```
+    """
+
+    model: str = "resnet18"
+    image_size: int = 96
+    batch_size: int = 32
+    steps: int = 10
+    warmup: int = 2
+    repeats: int = 2
+    cache_epochs: int = 3
+    jit_compile: object = "auto"
+    peers: bool = True
+
+
+def built_in_backbone(name, image_size):
+    """A built-in architecture with random weights, and its converter.
+
+    Args:
+        name: `"resnet18"` (ResNet-18: 4 stages of 2 basic blocks) or
+            `"vit_tiny"` (ViT-Ti/16: 12 layers, width 192, 3 heads).
+        image_size: int.
+
+    Example:
+    ```python
+    backbone, converter = kerastl.bench.built_in_backbone("resnet18", 96)
+    ```
+    """
+    shape = (image_size, image_size, 3)
+    if name == "resnet18":
+        backbone = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64],
+            input_conv_kernel_sizes=[7],
+            stackwise_num_filters=[64, 128, 256, 512],
+            stackwise_num_blocks=[2, 2, 2, 2],
+            stackwise_num_strides=[1, 2, 2, 2],
+            block_type="basic_block",
+            use_pre_activation=False,
+            image_shape=shape,
+        )
+    elif name == "vit_tiny":
+        backbone = keras_hub.models.ViTBackbone(
+            image_shape=shape,
+            patch_size=16,
+            num_layers=12,
+            num_heads=3,
+            hidden_dim=192,
+            mlp_dim=768,
+        )
+    else:
+        raise ValueError(
+            f"The built-in benchmark models are {', '.join(BUILT_IN)}; for "
+            f"anything else pass a preset. Received: {name!r}"
+        )
+    return backbone, testing.imagenet_converter(image_size)
+
+
+def _model_parts(settings):
+    size = (settings.image_size, settings.image_size)
+    if settings.model in BUILT_IN:
+        return built_in_backbone(settings.model, settings.image_size)
+    backbones.check_preset(settings.model)
+    converter = keras_hub.layers.ImageConverter.from_preset(
+        settings.model, image_size=size
+    )
+    backbone = keras_hub.models.Backbone.from_preset(settings.model)
+    return backbone, converter
+
+
+def _clone(backbone):
+    twin = backbone.__class__.from_config(backbone.get_config())
+    twin.set_weights(backbone.get_weights())
+    return twin
+
+
+def _keras_hub_classifier(backbone):
+    if backbones.family_of(backbone).name == "vit":
+        return keras_hub.models.ViTImageClassifier(
+            backbone, NUM_CLASSES, preprocessor=None
+        )
+    return keras_hub.models.ImageClassifier(
+        backbone, NUM_CLASSES, preprocessor=None, pooling="avg"
+    )
+
+
+def _compile(model, jit_compile):
+    """The same optimizer, loss and metric for kerastl and keras-hub.
+
+    kerastl's model outputs probabilities and keras-hub's logits; each
+    gets the cross-entropy that matches, as a user would compile it.
+    """
+    loss, metrics = "auto", "auto"
+    if not isinstance(model, TransferClassifier):
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=loss,
+        metrics=metrics,
+        jit_compile=jit_compile,
+    )
+
+
+def _fastest(repeats, function):
+    """Fastest wall-clock seconds of `function()` over `repeats` calls."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _training_speed(model, data, settings):
+    model.fit(
+        data,
+        steps_per_epoch=settings.warmup,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+    )
+    seconds = _fastest(
+        settings.repeats,
+        lambda: model.fit(
+            data,
+            steps_per_epoch=settings.steps,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+        ),
+    )
+    return settings.steps * settings.batch_size / seconds
+
+
+def _inference_speed(model, data, settings):
+    images = data.map(lambda x, *_: x)
+    model.predict(images, steps=settings.warmup, verbose=0)
+    seconds = _fastest(
+        settings.repeats,
+        lambda: model.predict(images, steps=settings.steps, verbose=0),
+    )
+    return settings.steps * settings.batch_size / seconds
+
+
+def _pipeline_speed(data, settings):
+    batches = settings.steps * 4
+    iterator = iter(data)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * settings.batch_size / (time.perf_counter() - start)
+
+
+def _synthetic_data(settings):
+    """Train and validation splits through kerastl's pipeline, repeated."""
+    count = settings.batch_size * max(settings.steps, 4)
+    images, labels = testing.color_images(
+        count, NUM_CLASSES, image_size=settings.image_size
+    )
+    bundle = load_data(
+        DataSpec(
+            "arrays",
+            arrays={"train": (images, labels), "validation": (images, labels)},
+        ),
+        image_size=(settings.image_size, settings.image_size),
+        batch_size=settings.batch_size,
+        multi_label=False,
+        seed=0,
+        # `kerastl fit`'s default training augmentation.
+        augment=Augment(),
+    )
+    return bundle.splits["train"], bundle.splits["validation"]
+
+
+def _cache_speedup(classifier, train, validation, settings, scratch):
+    """In-graph frozen-backbone epochs against cold cached-feature epochs."""
+    weights = classifier.get_weights()
+    config = classifier.get_config()
+
+    def fresh():
+        model = TransferClassifier.from_config(config)
+        model.set_weights(weights)
+        model.freeze_backbone()
+        _compile(model, settings.jit_compile)
+        return model
+
+    epochs = settings.cache_epochs
+    in_graph = _fastest(
+        1,
+        lambda: fresh().fit(
+            train, validation_data=validation, epochs=epochs, verbose=0
+        ),
+    )
+
+    def cold():
+        features.fit_head_cached(
+            fresh(),
+            train,
+            validation,
+            cache_dir=tempfile.mkdtemp(dir=scratch),
+            epochs=epochs,
+            verbose=0,
+            print_fn=lambda _: None,
+        )
+
+    cached = _fastest(1, cold)
+    return {
+        "epochs": epochs,
+        "in_graph_seconds": round(in_graph, 2),
+        "cached_cold_seconds": round(cached, 2),
+        "speedup": round(in_graph / cached, 2),
+    }
+
+
+def run_bench(settings, print_fn=print):
+    """Measures everything the module docstring lists on this backend.
+
+    Args:
+        settings: a `BenchSettings`.
+        print_fn: callable for progress lines.
+
+    Returns:
+        dict, JSON-ready: `settings`, `machine`, `compile` (the resolved
+        `jit_compile` and what it means on this backend), `images_per_second`
+        (`pipeline`, `kerastl_train_full`, `kerastl_train_frozen`,
+        `kerastl_predict`, and the `keras_hub_*` and `torch_*` peers),
+        `ratios` (kerastl / peer), `feature_cache`, and `notes`.
+
+    Example:
+    ```python
+    results = kerastl.bench.run_bench(kerastl.bench.BenchSettings())
+    results["ratios"]["train_full_vs_keras_hub"]
+    ```
+    """
+    keras.utils.set_random_seed(0)
+    backbone, converter = _model_parts(settings)
+    train, validation = _synthetic_data(settings)
+    repeated = train.repeat()
+    speeds = {"pipeline": _pipeline_speed(repeated, settings)}
+    print_fn(f"input pipeline: {speeds['pipeline']:.0f} images/s")
+
+    classifier = TransferClassifier(
+        _clone(backbone), num_classes=NUM_CLASSES, image_converter=converter
+    )
+    classifier.unfreeze_backbone()
+    _compile(classifier, settings.jit_compile)
+    resolved = classifier.jit_compile
+    contenders = [("kerastl", classifier, classifier.freeze_backbone)]
+    if settings.peers:
+        peer = _keras_hub_classifier(_clone(backbone))
+        _compile(peer, settings.jit_compile)
+
+        def freeze_peer(peer=peer):
+            peer.backbone.trainable = False
+
+        contenders.append(("keras_hub", peer, freeze_peer))
+    for name, model, freeze in contenders:
+        speeds[f"{name}_train_full"] = _training_speed(
+            model, repeated, settings
+        )
+        speeds[f"{name}_predict"] = _inference_speed(model, repeated, settings)
+        freeze()
+        _compile(model, settings.jit_compile)
+        speeds[f"{name}_train_frozen"] = _training_speed(
+            model, repeated, settings
+        )
+        print_fn(
+            f"{name}: train {speeds[f'{name}_train_full']:.0f} (frozen "
+            f"backbone {speeds[f'{name}_train_frozen']:.0f}), predict "
+            f"{speeds[f'{name}_predict']:.0f} images/s"
+        )
+    backend = keras.config.backend()
+    if settings.peers and backend == "torch" and settings.model in BUILT_IN:
+        speeds.update(_torch_native_speeds(settings, repeated))
+        print_fn(
+            f"torch native: train {speeds['torch_train_full']:.0f}, predict "
+            f"{speeds['torch_predict']:.0f} images/s"
+        )
+
+    cache = None
+    if settings.cache_epochs:
+        with tempfile.TemporaryDirectory() as scratch:
+            cache = _cache_speedup(
+                classifier, train, validation, settings, scratch
+            )
+        print_fn(
+            f"feature cache, {cache['epochs']} head epochs: "
+            f"{cache['speedup']:.1f}x faster than in-graph"
+        )
+
+    # Rounded first, so the JSON's ratios are those of its own numbers.
+    speeds = {key: round(value, 2) for key, value in speeds.items()}
+    ratios = {}
+    for peer_name in ("keras_hub", "torch"):
+        for kind in ("train_full", "train_frozen", "predict"):
+            if f"{peer_name}_{kind}" in speeds:
+                ratios[f"{kind}_vs_{peer_name}"] = round(
+                    speeds[f"kerastl_{kind}"] / speeds[f"{peer_name}_{kind}"], 3
+                )
+    notes = []
+    if speeds["pipeline"] < speeds["kerastl_train_frozen"]:
+        notes.append(
+            "The input pipeline is the bottleneck: it delivers "
+            f"{speeds['pipeline']:.0f} images/s, training on a frozen "
+            f"backbone takes {speeds['kerastl_train_frozen']:.0f}."
+        )
+    return {
+        "settings": dataclasses.asdict(settings),
+        "backend": backend,
+        "machine": machine_description(),
+        "compile": compile_description(resolved),
+        "parameters": int(classifier.count_params()),
+        "images_per_second": speeds,
+        "ratios": ratios,
+        "feature_cache": cache,
+        "notes": notes,
+    }
+
+
+def compile_description(jit_compile):
+    """What a resolved `jit_compile` means on this backend, in words.
+
+    Example:
+    ```python
+    kerastl.bench.compile_description(True)  # on JAX: 'jax.jit (XLA)'
+    ```
+    """
+    backend = keras.config.backend()
+    if backend == "jax":
+        # Keras always jits on JAX; jit_compile=False runs eagerly.
+        return "jax.jit (XLA)" if jit_compile else "eager"
+    if backend == "tensorflow":
+        return "tf.function + XLA" if jit_compile else "tf.function"
+    return "torch.compile" if jit_compile else "eager"
+
+
+def machine_description():
+    """This machine: processor, cores, accelerators, library versions.
+
+    Example:
+    ```python
+    kerastl.bench.machine_description()["cpu_count"]
+    ```
+    """
+    processor = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln for ln in f if ln.startswith("model name")]
+        processor = names[0].split(":", 1)[1].strip() if names else processor
+    except OSError:
+        pass
+    backend = keras.config.backend()
+    return {
+        "processor": processor,
+        "cpu_count": os.cpu_count(),
+        "devices": distribution.devices_seen_by(backend),
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "keras_hub": keras_hub.__version__,
+        "backend_version": _backend_version(backend),
+    }
+
+
+def _backend_version(backend):
+    if backend == "jax":
+        import jax
+
+        return jax.__version__
+    if backend == "torch":
+        import torch
+
+        return torch.__version__
+    return tf.__version__
+
+
+def _torch_native_speeds(settings, data):
+    """A transformers model of the same architecture in a PyTorch loop."""
+    import torch
+    import transformers
+
+    if settings.model == "resnet18":
+        config = transformers.ResNetConfig(
+            embedding_size=64,
+            hidden_sizes=[64, 128, 256, 512],
+            depths=[2, 2, 2, 2],
+            layer_type="basic",
+            num_labels=NUM_CLASSES,
+        )
+        model = transformers.ResNetForImageClassification(config)
+    else:
+        config = transformers.ViTConfig(
+            image_size=settings.image_size,
+            patch_size=16,
+            hidden_size=192,
+            num_hidden_layers=12,
+            num_attention_heads=3,
+            intermediate_size=768,
+            num_labels=NUM_CLASSES,
+        )
+        model = transformers.ViTForImageClassification(config)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+    batches = data.as_numpy_iterator()
+
+    def pixels():
+        images, labels = next(batches)[:2]
+        # The same work kerastl's image converter does, in the model.
+        x = torch.as_tensor(np.array(images)).to(device)
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        return (x - mean) / std, torch.as_tensor(np.array(labels)).long().to(
+            device
+        )
+
+    def train(steps):
+        model.train()
+        for _ in range(steps):
+            x, y = pixels()
+            loss = torch.nn.functional.cross_entropy(model(x).logits, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        _synchronize(torch)
+
+    @torch.no_grad()
+    def predict(steps):
+        model.eval()
+        for _ in range(steps):
+            model(pixels()[0])
+        _synchronize(torch)
+
+    images = settings.steps * settings.batch_size
+    train(settings.warmup)
+    train_seconds = _fastest(settings.repeats, lambda: train(settings.steps))
+    predict(settings.warmup)
+    predict_seconds = _fastest(
+        settings.repeats, lambda: predict(settings.steps)
+    )
+    return {
+        "torch_train_full": images / train_seconds,
+        "torch_predict": images / predict_seconds,
+    }
+
+
+def _synchronize(torch):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def format_table(results):
+    """The results as a Markdown table, with the ratios and notes.
+
+    Example:
+    ```python
+    print(kerastl.bench.format_table(results))
+    ```
+    """
+    speeds = results["images_per_second"]
+    settings = results["settings"]
+    lines = [
+        f"backend {results['backend']}, {settings['model']} "
+        f"({results['parameters']:,} parameters), "
+        f"{settings['image_size']}px, batch {settings['batch_size']}, "
+        f"compile: {results['compile']}; "
+        f"{results['machine']['processor']}, "
+        f"{results['machine']['cpu_count']} cores, devices "
+        f"{', '.join(results['machine']['devices'])}",
+        "",
+        "| images/s | train, full | train, frozen backbone | predict |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name in ("kerastl", "keras_hub", "torch"):
+        if f"{name}_train_full" not in speeds:
+            continue
+        cells = [
+            f"{speeds[key]:.1f}" if key in speeds else "-"
+            for key in (
+                f"{name}_train_full",
+                f"{name}_train_frozen",
+                f"{name}_predict",
+            )
+        ]
+        label = {"torch": "PyTorch (transformers)"}.get(name, name)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append(f"| input pipeline | {speeds['pipeline']:.1f} | | |")
+    for peer in ("keras_hub", "torch"):
+        ratios = {
+            kind: results["ratios"].get(f"{kind}_vs_{peer}")
+            for kind in ("train_full", "train_frozen", "predict")
+        }
+        if any(value is not None for value in ratios.values()):
+            cells = [
+                "-" if value is None else f"{value:.3f}"
+                for value in ratios.values()
+            ]
+            lines.append(f"| kerastl / {peer} | " + " | ".join(cells) + " |")
+    cache = results["feature_cache"]
+    if cache:
+        lines += [
+            "",
+            f"Feature cache, {cache['epochs']} head epochs: in-graph "
+            f"{cache['in_graph_seconds']} s, cached (cold) "
+            f"{cache['cached_cold_seconds']} s: {cache['speedup']}x.",
+        ]
+    lines += ["", *results["notes"]]
+    return "\n".join(lines).rstrip()
