@@ -22,6 +22,7 @@ JSON file with the settings and the machine.
 """
 
 import dataclasses
+import functools
 import os
 import platform
 import tempfile
@@ -172,45 +173,39 @@ def _compile(model, jit_compile):
     )
 
 
-def _fastest(repeats, function):
-    """Fastest wall-clock seconds of `function()` over `repeats` calls."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+def _seconds(function):
+    """Wall-clock seconds of `function()`."""
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
 
 
-def _training_speed(model, data, settings):
-    model.fit(
-        data,
-        steps_per_epoch=settings.warmup,
-        epochs=1,
-        verbose=0,
-        shuffle=False,
-    )
-    seconds = _fastest(
-        settings.repeats,
-        lambda: model.fit(
-            data,
-            steps_per_epoch=settings.steps,
-            epochs=1,
-            verbose=0,
-            shuffle=False,
-        ),
-    )
-    return settings.steps * settings.batch_size / seconds
+def _train_steps(model, data, steps):
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
 
 
-def _inference_speed(model, data, settings):
-    images = data.map(lambda x, *_: x)
-    model.predict(images, steps=settings.warmup, verbose=0)
-    seconds = _fastest(
-        settings.repeats,
-        lambda: model.predict(images, steps=settings.steps, verbose=0),
-    )
-    return settings.steps * settings.batch_size / seconds
+def _predict_steps(model, data, steps):
+    model.predict(data.map(lambda x, *_: x), steps=steps, verbose=0)
+
+
+def _interleaved_speeds(tasks, settings):
+    """Images per second of each `(name, run(steps))` task.
+
+    Every task first runs `warmup` untimed steps; then the timings take
+    turns (a, b, a, b, ...), so that a slow moment of the machine, or a
+    process warming up, falls on all contenders alike, and the fastest of
+    each task's `repeats` timings counts.
+    """
+    for _, run in tasks:
+        run(settings.warmup)
+    best = {name: float("inf") for name, _ in tasks}
+    for _ in range(settings.repeats):
+        for name, run in tasks:
+            start = time.perf_counter()
+            run(settings.steps)
+            best[name] = min(best[name], time.perf_counter() - start)
+    images = settings.steps * settings.batch_size
+    return {name: images / seconds for name, seconds in best.items()}
 
 
 def _pipeline_speed(data, settings):
@@ -257,8 +252,7 @@ def _cache_speedup(classifier, train, validation, settings, scratch):
         return model
 
     epochs = settings.cache_epochs
-    in_graph = _fastest(
-        1,
+    in_graph = _seconds(
         lambda: fresh().fit(
             train, validation_data=validation, epochs=epochs, verbose=0
         ),
@@ -275,7 +269,7 @@ def _cache_speedup(classifier, train, validation, settings, scratch):
             print_fn=lambda _: None,
         )
 
-    cached = _fastest(1, cold)
+    cached = _seconds(cold)
     return {
         "epochs": epochs,
         "in_graph_seconds": round(in_graph, 2),
@@ -326,24 +320,47 @@ def run_bench(settings, print_fn=print):
             peer.backbone.trainable = False
 
         contenders.append(("keras_hub", peer, freeze_peer))
-    for name, model, freeze in contenders:
-        speeds[f"{name}_train_full"] = _training_speed(
-            model, repeated, settings
-        )
-        speeds[f"{name}_predict"] = _inference_speed(model, repeated, settings)
+    # Training the whole network, then predicting, then (below) training
+    # frozen: each kind compared across contenders at once. (On JAX, a
+    # TransferClassifier recompiles its train step on the first `fit` after
+    # a `predict`; runs never alternate the two, so neither do these
+    # timings.)
+    native = []
+    backend = keras.config.backend()
+    if settings.peers and backend == "torch" and settings.model in BUILT_IN:
+        native = _torch_native_tasks(settings, repeated)
+    for kind, run in (
+        ("train_full", _train_steps),
+        ("predict", _predict_steps),
+    ):
+        tasks = [
+            (f"{name}_{kind}", functools.partial(run, model, repeated))
+            for name, model, _ in contenders
+        ]
+        tasks += [task for task in native if task[0] == f"torch_{kind}"]
+        speeds.update(_interleaved_speeds(tasks, settings))
+    for _, model, freeze in contenders:
         freeze()
         _compile(model, settings.jit_compile)
-        speeds[f"{name}_train_frozen"] = _training_speed(
-            model, repeated, settings
+    speeds.update(
+        _interleaved_speeds(
+            [
+                (
+                    f"{name}_train_frozen",
+                    functools.partial(_train_steps, model, repeated),
+                )
+                for name, model, _ in contenders
+            ],
+            settings,
         )
+    )
+    for name, _, _ in contenders:
         print_fn(
             f"{name}: train {speeds[f'{name}_train_full']:.0f} (frozen "
             f"backbone {speeds[f'{name}_train_frozen']:.0f}), predict "
             f"{speeds[f'{name}_predict']:.0f} images/s"
         )
-    backend = keras.config.backend()
-    if settings.peers and backend == "torch" and settings.model in BUILT_IN:
-        speeds.update(_torch_native_speeds(settings, repeated))
+    if "torch_train_full" in speeds:
         print_fn(
             f"torch native: train {speeds['torch_train_full']:.0f}, predict "
             f"{speeds['torch_predict']:.0f} images/s"
@@ -445,8 +462,12 @@ def _backend_version(backend):
     return tf.__version__
 
 
-def _torch_native_speeds(settings, data):
-    """A transformers model of the same architecture in a PyTorch loop."""
+def _torch_native_tasks(settings, data):
+    """A transformers model of the same architecture in a PyTorch loop.
+
+    Returns `_interleaved_speeds` tasks: training and predicting `steps`
+    batches of `data`.
+    """
     import torch
     import transformers
 
@@ -503,17 +524,7 @@ def _torch_native_speeds(settings, data):
             model(pixels()[0])
         _synchronize(torch)
 
-    images = settings.steps * settings.batch_size
-    train(settings.warmup)
-    train_seconds = _fastest(settings.repeats, lambda: train(settings.steps))
-    predict(settings.warmup)
-    predict_seconds = _fastest(
-        settings.repeats, lambda: predict(settings.steps)
-    )
-    return {
-        "torch_train_full": images / train_seconds,
-        "torch_predict": images / predict_seconds,
-    }
+    return [("torch_train_full", train), ("torch_predict", predict)]
 
 
 def _synchronize(torch):

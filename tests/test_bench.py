@@ -4,6 +4,8 @@ import keras
 import pytest
 from click.testing import CliRunner
 
+from kerastl import bench
+from kerastl import testing
 from kerastl.cli import cli
 
 BACKEND = keras.config.backend()
@@ -17,9 +19,13 @@ AUTO_COMPILE = {
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    output = tmp_path_factory.mktemp("bench") / "bench.json"
+    folder = tmp_path_factory.mktemp("bench")
+    output = folder / "bench.json"
+    testing.save_tiny_preset("resnet", folder / "tiny_resnet")
     args = [
         "bench",
+        "--model",
+        str(folder / "tiny_resnet"),
         "--image-size",
         "32",
         "--batch-size",
@@ -48,8 +54,6 @@ def test_bench_times_kerastl_and_its_peers(results):
         for who in ("kerastl", "keras_hub")
         for kind in ("train_full", "train_frozen", "predict")
     }
-    if BACKEND == "torch":
-        expected |= {"torch_train_full", "torch_predict"}
     assert set(speeds) == expected
     assert all(value > 0 for value in speeds.values())
     for name, ratio in data["ratios"].items():
@@ -81,3 +85,30 @@ def test_bench_rejects_an_unknown_model():
     result = CliRunner().invoke(cli, ["bench", "--model", "resnet_51"])
     assert result.exit_code != 0
     assert "resnet_51" in result.output
+
+
+def test_pytorch_peer_trains_the_same_architecture():
+    if BACKEND != "torch":
+        pytest.skip("the native PyTorch peer runs on the PyTorch backend")
+    import transformers
+
+    settings = bench.BenchSettings(
+        image_size=32, batch_size=2, steps=1, warmup=1, repeats=1
+    )
+    data, _ = bench._synthetic_data(settings)
+    tasks = bench._torch_native_tasks(settings, data.repeat())
+    speeds = bench._interleaved_speeds(tasks, settings)
+    assert set(speeds) == {"torch_train_full", "torch_predict"}
+    assert all(value > 0 for value in speeds.values())
+    # transformers' ResNet-18 and the built-in keras-hub one: both 11.2 M
+    # parameters, within the small differences of their stems and heads.
+    config = transformers.ResNetConfig(
+        embedding_size=64,
+        hidden_sizes=[64, 128, 256, 512],
+        depths=[2, 2, 2, 2],
+        layer_type="basic",
+    )
+    twin = transformers.ResNetModel(config)
+    torch_params = sum(p.numel() for p in twin.parameters())
+    backbone, _ = bench.built_in_backbone("resnet18", 32)
+    assert torch_params == pytest.approx(backbone.count_params(), rel=0.01)
