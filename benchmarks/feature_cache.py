@@ -92,18 +92,9 @@ def model_factory(args):
             backbone, num_classes=NUM_CLASSES, image_converter=converter
         )
         description = "ResNet-18 (random weights)"
-    weights = first.get_weights()
-    config = first.get_config()
-
-    def fresh():
-        model = TransferClassifier.from_config(config)
-        model.set_weights(weights)
-        model.freeze_backbone()
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-        return model
-
     params = first.backbone.count_params()
-    return fresh, f"{description}, {params:,} backbone parameters"
+    description = f"{description}, {params:,} backbone parameters"
+    return bench.frozen_copies(first), description
 
 
 def timed(repeats, setup, function, *args, **kwargs):

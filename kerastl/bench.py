@@ -239,8 +239,23 @@ def _synthetic_data(settings):
     return bundle.splits["train"], bundle.splits["validation"]
 
 
-def _cache_speedup(classifier, train, validation, settings, scratch):
-    """In-graph frozen-backbone epochs against cold cached-feature epochs."""
+def frozen_copies(classifier, jit_compile="auto"):
+    """A function that returns fresh frozen-backbone copies of `classifier`.
+
+    Each copy has the same weights and compiles its own functions (SGD,
+    momentum 0.9, as `bench` compiles), so timings of two methods start
+    from the same place.
+
+    Args:
+        classifier: a `kerastl.TransferClassifier`.
+        jit_compile: as `Model.compile` takes it. Defaults to `"auto"`.
+
+    Example:
+    ```python
+    fresh = kerastl.bench.frozen_copies(model)
+    fresh().fit(train, epochs=3)
+    ```
+    """
     weights = classifier.get_weights()
     config = classifier.get_config()
 
@@ -248,9 +263,15 @@ def _cache_speedup(classifier, train, validation, settings, scratch):
         model = TransferClassifier.from_config(config)
         model.set_weights(weights)
         model.freeze_backbone()
-        _compile(model, settings.jit_compile)
+        _compile(model, jit_compile)
         return model
 
+    return fresh
+
+
+def _cache_speedup(classifier, train, validation, settings, scratch):
+    """In-graph frozen-backbone epochs against cold cached-feature epochs."""
+    fresh = frozen_copies(classifier, settings.jit_compile)
     epochs = settings.cache_epochs
     in_graph = _seconds(
         lambda: fresh().fit(
