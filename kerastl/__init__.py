@@ -33,4 +33,6 @@ def __getattr__(name):
         # GPUs that JAX or PyTorch train on.
         distribution.prepare_process()
         module = importlib.import_module(_LAZY_ATTRIBUTES[name])
-    return getattr(module, name)
+    # Cached, so later lookups skip this function and its device set-up.
+    value = globals()[name] = getattr(module, name)
+    return value

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
+import sys
 
 MODES = ("auto", "none", "data-parallel")
 # The dtype policies a run can train under (`keras.DTypePolicy` names).
@@ -38,7 +39,7 @@ CLUSTER_ENV = (
 
 def backend_name():
     """The Keras backend this process runs, without importing Keras."""
-    if "keras" in __import__("sys").modules:
+    if "keras" in sys.modules:
         import keras
 
         return keras.config.backend()
@@ -243,9 +244,7 @@ def _prepare_tensorflow(backend, policy):
                 tf.config.experimental.set_memory_growth(gpu, True)
         elif isinstance(policy, float):
             for index, gpu in enumerate(gpus):
-                total = tf.config.experimental.get_device_details(gpu).get(
-                    "memory_limit_bytes"
-                ) or _nvidia_memory_bytes(index)
+                total = _nvidia_memory_bytes(index)
                 tf.config.set_logical_device_configuration(
                     gpu,
                     [
