@@ -18,6 +18,7 @@ import click
 from kerastl import __version__
 from kerastl import distribution
 from kerastl import logs
+from kerastl import text
 
 BACKENDS = ("jax", "tensorflow", "torch")
 EXPORT_FORMATS = ("saved_model", "onnx", "litert")
@@ -48,21 +49,6 @@ def _version(package):
         return "not installed"
 
 
-def _table(rows):
-    """Left-aligned columns; the last one is not padded."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(
-            [
-                cell.ljust(w)
-                for cell, w in zip(row[:-1], widths[:-1], strict=True)
-            ]
-            + [row[-1]]
-        ).rstrip()
-        for row in rows
-    )
-
-
 @cli.command()
 def info():
     """Print versions, the devices each backend sees, and how fit uses them.
@@ -90,7 +76,7 @@ def info():
         rows.append(
             ("distribute", "auto: " + distribution.placement("auto").note)
         )
-    click.echo(_table(rows))
+    click.echo(text.columns(rows))
 
 
 def _select_backend(backend, gpu_memory=None):
@@ -127,8 +113,10 @@ _overrides_option = click.option(
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a recipe field, e.g. --set stages.1.epochs=3 or "
-    "--set preset=./my_preset. Repeatable.",
+    help="Override a recipe field, e.g. --set stages.1.epochs=3 (stages "
+    "count from 1, as in the stage headers, or go by name: "
+    "stages.head.epochs=3) or --set preset=./my_preset. Repeatable; the "
+    "fields are listed below.",
 )
 _backend_option = click.option(
     "--backend",
@@ -139,14 +127,33 @@ _backend_option = click.option(
 
 @contextlib.contextmanager
 def _user_errors():
-    """Turns kerastl's one-paragraph ValueErrors into clean CLI errors."""
+    """Turns kerastl's one-paragraph errors (bad arguments, bad data, no
+    network) into clean CLI errors."""
+    from kerastl import downloads
+
     try:
         yield
-    except ValueError as error:
+    except (ValueError, downloads.OfflineError) as error:
         raise click.ClickException(str(error)) from error
 
 
-@cli.command()
+class _FitCommand(click.Command):
+    """`kerastl fit`, whose `--help` ends with every recipe field."""
+
+    def format_epilog(self, ctx, formatter):
+        with logs.quiet_native_logs():
+            from kerastl import recipe as recipes
+
+        formatter.write_paragraph()
+        formatter.write_text(
+            "Recipe fields, with their defaults (set any with --set KEY=VALUE):"
+        )
+        formatter.write_paragraph()
+        for line in recipes.fields_help().splitlines():
+            formatter.write(line + "\n")
+
+
+@cli.command(cls=_FitCommand)
 @click.argument(
     "recipe_path",
     metavar="[RECIPE]",
@@ -232,8 +239,8 @@ def fit(
         recipe = recipes.apply_overrides(
             recipes.load_recipe(recipe_path), overrides
         )
-        click.echo(f"Recipe {recipe_path}:")
-        click.echo(json.dumps(recipe.to_dict(), indent=2))
+        click.echo(f"Recipe {recipe_path} (in full: recipe.json in the run)")
+        click.echo(recipes.describe(recipe))
     with _user_errors():
         if resume_dir is not None:
             run.resume_recipe(resume_dir, recipe, () if recipe else overrides)
@@ -449,7 +456,7 @@ def presets(pattern):
             "`kerastl presets` to list them all."
         )
     header = ("preset", "family", "params", "input", "description")
-    click.echo(_table([header, *rows]))
+    click.echo(text.columns([header, *rows]))
 
 
 @cli.command("lr-find")

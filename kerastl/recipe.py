@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import importlib.util
 import pathlib
+import re
 import sys
 import traceback
 import types
@@ -16,11 +17,13 @@ import typing
 
 import click
 
+from kerastl import text
 from kerastl.data import Augment
 from kerastl.data import DataSpec
 from kerastl.distribution import MODES as DISTRIBUTE_MODES
 from kerastl.distribution import PRECISIONS
 from kerastl.optimizers import SCHEDULES
+from kerastl.preprocessing import NORMALIZATIONS
 
 TRAINABLE_HELP = '"head", "all", or the number of last layer groups'
 
@@ -215,6 +218,12 @@ class Recipe:
             (`kerastl.distribution`); `batch_size` is the global batch,
             split over the devices. Defaults to `"auto"`: data parallel
             when there are several accelerators.
+        preprocessing: str or `None`. The pixel normalization the preset's
+            weights expect, for a preset that does not record it (a
+            backbone saved with `save_to_preset` alone): `"imagenet"`
+            (ImageNet mean/std), `"minus_one_to_one"` or `"zero_one"`
+            (`kerastl.preprocessing`). Replaces the preset's own when set.
+            Defaults to `None`: the preset's own.
 
     Example:
     ```python
@@ -252,6 +261,7 @@ class Recipe:
     target_precision: float | None = None
     precision: str = "float32"
     distribute: str = "auto"
+    preprocessing: str | None = None
 
     def __post_init__(self):
         stages = tuple(self.stages)
@@ -287,6 +297,15 @@ class Recipe:
             raise RecipeError(
                 f"distribute is one of {', '.join(DISTRIBUTE_MODES)}. "
                 f"Received: distribute={self.distribute!r}"
+            )
+        if (
+            self.preprocessing is not None
+            and self.preprocessing not in NORMALIZATIONS
+        ):
+            raise RecipeError(
+                "preprocessing is one of "
+                f"{', '.join(NORMALIZATIONS)}, or none for the preset's own. "
+                f"Received: preprocessing={self.preprocessing!r}"
             )
         if self.early_stopping < 0:
             raise RecipeError(
@@ -408,7 +427,7 @@ def override_keys(recipe):
 
     Example:
     ```python
-    "stages.0.epochs" in kerastl.recipe.override_keys(recipe)  # True
+    "stages.1.epochs" in kerastl.recipe.override_keys(recipe)  # True
     ```
     """
     keys = []
@@ -421,7 +440,7 @@ def override_keys(recipe):
                 walk(value, key + ".")
             elif field.name == "stages":
                 for i, stage in enumerate(value):
-                    walk(stage, f"{key}.{i}.")
+                    walk(stage, f"{key}.{i + 1}.")
             else:
                 keys.append(key)
 
@@ -433,6 +452,8 @@ def apply_overrides(recipe, overrides):
     """Returns `recipe` with `KEY=VALUE` overrides applied.
 
     Keys are dotted paths (`stages.1.epochs`, `data.data_dir`, `preset`).
+    Stages are numbered from 1 as in the stage headers, or named
+    (`stages.head.learning_rate`).
     Values are parsed by the field's type: `true`/`false` for booleans,
     numbers, comma-separated tuples (`image_size=224,224`), `none` for
     optional fields. An unknown key names the closest valid keys.
@@ -443,7 +464,7 @@ def apply_overrides(recipe, overrides):
 
     Example:
     ```python
-    recipe = kerastl.recipe.apply_overrides(recipe, ["stages.0.epochs=5"])
+    recipe = kerastl.recipe.apply_overrides(recipe, ["stages.1.epochs=5"])
     ```
     """
     for item in overrides:
@@ -458,9 +479,16 @@ def apply_overrides(recipe, overrides):
         except _UnknownKey:
             close = difflib.get_close_matches(key, override_keys(recipe), n=4)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            if key.startswith("stages."):
+                hint += (
+                    f" Stages are numbered 1 to {len(recipe.stages)}, as in "
+                    "the stage headers, or named: "
+                    + ", ".join(f"stages.{s.name}" for s in recipe.stages)
+                    + "."
+                )
             raise RecipeError(
-                f"Unknown recipe key '{key}'.{hint} `kerastl fit RECIPE "
-                "--help` lists the recipe format."
+                f"Unknown recipe key '{key}'.{hint} `kerastl fit --help` "
+                "lists the recipe fields."
             ) from None
     return recipe
 
@@ -476,13 +504,12 @@ def _override(obj, key, value, full_key):
         raise _unknown_key(full_key)
     current = getattr(obj, head)
     if head == "stages" and rest:
-        index, _, rest = rest.partition(".")
-        if not index.isdigit() or int(index) >= len(current) or not rest:
+        ref, _, rest = rest.partition(".")
+        index = stage_index(current, ref)
+        if index is None or not rest:
             raise _unknown_key(full_key)
         stages = list(current)
-        stages[int(index)] = _override(
-            stages[int(index)], rest, value, full_key
-        )
+        stages[index] = _override(stages[index], rest, value, full_key)
         return dataclasses.replace(obj, stages=tuple(stages))
     if dataclasses.is_dataclass(current):
         if not rest:
@@ -504,6 +531,28 @@ def _override(obj, key, value, full_key):
 
 def _unknown_key(key):
     return _UnknownKey(key)
+
+
+def stage_index(stages, ref):
+    """The 0-based position of the stage `ref` names, or `None`.
+
+    Stages are numbered from 1, as the stage headers of `kerastl fit` and
+    `kerastl lr-find --stage` number them, or named by their `name`.
+
+    Args:
+        stages: the recipe's stages.
+        ref: str. `"2"` (the second stage) or a stage name (`"head"`).
+
+    Example:
+    ```python
+    kerastl.recipe.stage_index(recipe.stages, "head")  # 0
+    ```
+    """
+    if ref.isdigit():
+        number = int(ref)
+        return number - 1 if 1 <= number <= len(stages) else None
+    names = [stage.name for stage in stages]
+    return names.index(ref) if ref in names else None
 
 
 def _parse(text, hint):
@@ -552,3 +601,162 @@ def _number_or_text(text):
         except ValueError:
             pass
     return text
+
+
+def _changed(obj, skip=()):
+    """`(field, value)` of `obj`'s fields that differ from their defaults."""
+    changed = []
+    for field in dataclasses.fields(obj):
+        if field.name in skip:
+            continue
+        value = getattr(obj, field.name)
+        default = field.default
+        if default is dataclasses.MISSING or value != default:
+            changed.append((field.name, value))
+    return changed
+
+
+def _show(value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(_show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return f"<{len(value)} arrays>"
+    return str(value)
+
+
+# Stage fields shown as columns of the stage table; others go to "other".
+_STAGE_COLUMNS = ("train", "epochs", "optimizer", "learning_rate")
+
+
+def describe(recipe):
+    """The recipe in a few lines: what `kerastl fit` prints at the start.
+
+    Name, preset and data, then every other field that differs from its
+    default, then the stages as a table numbered as `--set stages.N` and
+    the stage headers number them. `recipe.json` holds all of it.
+
+    Args:
+        recipe: a `kerastl.Recipe`.
+
+    Returns:
+        A str of several lines.
+
+    Example:
+    ```python
+    print(kerastl.recipe.describe(recipe))
+    ```
+    """
+    data = recipe.data
+    where = " ".join(str(v) for v in (data.source, data.name) if v)
+    details = ", ".join(
+        f"{key} {_show(value)}"
+        for key, value in _changed(data, skip=("source", "name"))
+    )
+    lines = [
+        f"{recipe.name}: {recipe.preset} on {where}"
+        + (f" ({details})" if details else "")
+    ]
+    settings = [
+        f"{key}={_show(value)}"
+        for key, value in _changed(
+            recipe, skip=("name", "preset", "data", "stages", "augment")
+        )
+    ]
+    settings += [
+        f"augment.{key}={_show(value)}"
+        for key, value in _changed(recipe.augment)
+    ]
+    if settings:
+        lines.append("  " + ", ".join(settings))
+    rows = [("stage", "name", *_STAGE_COLUMNS[:3], "lr", "other")]
+    for number, stage in enumerate(recipe.stages, start=1):
+        other = ", ".join(
+            f"{key}={_show(value)}"
+            for key, value in _changed(stage, skip=(*_STAGE_COLUMNS, "name"))
+        )
+        rows.append(
+            (
+                str(number),
+                stage.name,
+                *(_show(getattr(stage, key)) for key in _STAGE_COLUMNS),
+                other,
+            )
+        )
+    lines.append(text.columns(rows, indent="  "))
+    return "\n".join(lines)
+
+
+def _field_docs(cls):
+    """`{field: first sentence}` from the `Args:` section of `cls`'s
+    docstring, where every field is documented as `name: type. Text`."""
+    docs = {}
+    current = None
+    for line in (cls.__doc__ or "").splitlines():
+        stripped = line.strip()
+        head, sep, text = stripped.partition(": ")
+        indent = len(line) - len(line.lstrip())
+        if sep and indent == 8 and head.isidentifier():
+            current = head
+            docs[current] = text
+        elif current and stripped and indent > 8:
+            docs[current] += " " + stripped
+        else:
+            current = None
+    summaries = {}
+    for name, text in docs.items():
+        # "int. Patience in epochs: ... Defaults to `0`.": drop the type
+        # (the default is shown apart), keep the first sentence after it.
+        text = " ".join(text.split()).replace("e.g. ", "e.g.\0")
+        sentences = text.split(". ")
+        # A type is short ("str or `None`"); a long first sentence is the
+        # description itself.
+        if len(sentences[0]) <= 32:
+            sentences = sentences[1:]
+        summary = sentences[0].rstrip(".") if sentences else ""
+        summary = summary.replace("e.g.\0", "e.g. ")
+        if re.fullmatch(r"Defaults to `[^`]*`", summary):
+            summary = ""
+        summaries[name] = summary
+    return summaries
+
+
+def fields_help():
+    """Every recipe field with its default and a line on what it does.
+
+    What `kerastl fit --help` ends with; the same keys `--set` takes.
+
+    Example:
+    ```python
+    print(kerastl.recipe.fields_help())
+    ```
+    """
+    sections = (
+        ("Recipe", Recipe, ""),
+        ("DataSpec (data.*)", DataSpec, "data."),
+        ("Augment (augment.*)", Augment, "augment."),
+        (
+            "Stage (stages.N.*: N from 1, as in the stage headers, or the "
+            "stage's name)",
+            Stage,
+            "stages.N.",
+        ),
+    )
+    lines = []
+    for title, cls, prefix in sections:
+        lines.append(f"{title}:")
+        docs = _field_docs(cls)
+        for field in dataclasses.fields(cls):
+            if field.default is dataclasses.MISSING:
+                default = "required"
+            elif dataclasses.is_dataclass(field.default):
+                default = f"{type(field.default).__name__}()"
+            elif field.name == "stages":
+                default = "(Stage(),)"
+            else:
+                default = repr(field.default)
+            text = docs.get(field.name, "")
+            lines.append(f"  {prefix}{field.name} [{default}] {text}".rstrip())
+        lines.append("")
+    return "\n".join(lines).rstrip()

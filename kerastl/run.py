@@ -9,6 +9,7 @@ directory holds `model.keras`, `preset/`, `recipe.json`, `history.csv`,
 
 import contextlib
 import csv
+import dataclasses
 import datetime
 import io
 import json
@@ -24,7 +25,9 @@ from kerastl import backbones
 from kerastl import calibration
 from kerastl import distill
 from kerastl import distribution
+from kerastl import downloads
 from kerastl import evaluation
+from kerastl import preprocessing
 from kerastl import presets
 from kerastl import report
 from kerastl import thresholds
@@ -58,10 +61,11 @@ def default_run_dir(recipe):
 @contextlib.contextmanager
 def _preset_errors(preset):
     """Reports a preset that fails to load for any reason but a bad argument
-    (kerastl's own `ValueError`s) as a possible download failure."""
+    (kerastl's own `ValueError`s) or no network (`OfflineError`) as a
+    possible download failure."""
     try:
         yield
-    except ValueError:
+    except (ValueError, downloads.OfflineError):
         raise
     except Exception as error:
         raise click.ClickException(
@@ -74,12 +78,52 @@ def _preset_errors(preset):
 
 
 def load_converter(recipe):
+    """The recipe's image converter: the preset's own preprocessing, or the
+    normalization `recipe.preprocessing` names, at `recipe.image_size` when
+    set.
+
+    Example:
+    ```python
+    kerastl.run.load_converter(recipe).image_size  # (224, 224)
+    ```
+    """
     backbones.check_preset(recipe.preset)
-    with _preset_errors(recipe.preset):
-        converter = presets.load_image_converter(recipe.preset)
+    if recipe.preprocessing is None:
+        with _preset_errors(recipe.preset):
+            converter = presets.load_image_converter(recipe.preset)
+    else:
+        with _preset_errors(recipe.preset):
+            image_size = recipe.image_size or presets.input_size(recipe.preset)
+        if image_size is None:
+            raise ValueError(
+                f"Preset '{recipe.preset}' takes images of any size, so "
+                f"preprocessing={recipe.preprocessing!r} needs an input size: "
+                "set image_size in the recipe (`--set image_size=224,224`)."
+            )
+        converter = preprocessing.standard_converter(
+            recipe.preprocessing, image_size
+        )
     if recipe.image_size is not None:
         converter.image_size = tuple(recipe.image_size)
     return converter
+
+
+def _smoke_preset(recipe, print_fn):
+    """`(recipe, converter)`; in a smoke run, a preset that cannot be
+    downloaded is replaced by a tiny random-weight stand-in of its family."""
+    try:
+        return recipe, load_converter(recipe)
+    except downloads.OfflineError:
+        from kerastl import standins
+
+        standin = standins.standin_preset(recipe.preset)
+    print_fn(
+        f"Smoke run offline: a tiny random-weight stand-in of "
+        f"'{recipe.preset}' ({standin.family}, its preprocessing and input "
+        f"size) replaces it: {standin.path}"
+    )
+    recipe = dataclasses.replace(recipe, preset=str(standin.path))
+    return recipe, load_converter(recipe)
 
 
 def build_model(recipe, class_names, converter):
@@ -224,21 +268,16 @@ def fit_recipe(
     """
     start = time.perf_counter()
     run_dir = pathlib.Path(output_dir or default_run_dir(recipe))
-    if not resume and (
-        (run_dir / CHECKPOINT_DIR).exists()
-        or (run_dir / "metrics.json").exists()
-    ):
+    if not resume and (run_dir / "metrics.json").exists():
         raise click.UsageError(
-            f"{run_dir} already holds a run. Continue it with `kerastl fit "
-            f"--resume {run_dir}`, or choose another --output-dir."
+            f"{run_dir} holds a finished run. Choose another --output-dir "
+            "(or leave it out for a new runs/<name>/<timestamp>)."
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(
-        run_dir / "recipe.json", json.dumps(recipe.to_dict(), indent=2)
-    )
-    atomic.write_text(
-        run_dir / RUN_FILE, json.dumps({"smoke": smoke, **(origin or {})})
-    )
+    if not resume and (run_dir / CHECKPOINT_DIR).exists():
+        raise click.UsageError(
+            f"{run_dir} holds an interrupted run. Continue it with `kerastl "
+            f"fit --resume {run_dir}`, or choose another --output-dir."
+        )
     keras.utils.set_random_seed(recipe.seed)
     placement = distribution.placement(recipe.distribute)
     placement.check_batch_size(recipe.batch_size)
@@ -251,14 +290,30 @@ def fit_recipe(
             "mixed_bfloat16 keeps float32 weights with bfloat16 math."
         )
     with placement.scope():
-        return _fit_placed(recipe, run_dir, smoke, start, placement, print_fn)
+        return _fit_placed(
+            recipe, run_dir, smoke, origin, start, placement, print_fn
+        )
 
 
-def _fit_placed(recipe, run_dir, smoke, start, placement, print_fn):
+def _write_run_files(run_dir, recipe, smoke, origin):
+    """Creates the run directory once everything before training worked,
+    so a bad preset or bad data leaves no empty run behind."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(
+        run_dir / "recipe.json", json.dumps(recipe.to_dict(), indent=2)
+    )
+    atomic.write_text(
+        run_dir / RUN_FILE, json.dumps({"smoke": smoke, **(origin or {})})
+    )
+
+
+def _fit_placed(recipe, run_dir, smoke, origin, start, placement, print_fn):
     """`fit_recipe` from the data on, inside the devices' scope."""
-    converter = load_converter(recipe)
+    if smoke:
+        recipe, converter = _smoke_preset(recipe, print_fn)
+    else:
+        converter = load_converter(recipe)
     bundle = load_recipe_data(recipe, converter.image_size, smoke=smoke)
-    _report_skipped(bundle.skipped, run_dir, print_fn)
     bundle.splits = {
         name: placement.even_batches(split)
         for name, split in bundle.splits.items()
@@ -273,16 +328,13 @@ def _fit_placed(recipe, run_dir, smoke, start, placement, print_fn):
     trainee = model
     if recipe.teacher:
         # The student trains through a Distiller; the student is saved.
-        trainee = distill.Distiller.from_teacher_path(
-            model,
-            recipe.teacher,
-            alpha=recipe.distill_alpha,
-            temperature=recipe.distill_temperature,
-        )
+        trainee = _distiller(recipe, model, bundle, converter, smoke, print_fn)
         print_fn(
             f"Distillation: teacher {trainee.teacher_source}, alpha "
             f"{recipe.distill_alpha}, temperature {recipe.distill_temperature}"
         )
+    _write_run_files(run_dir, recipe, smoke, origin)
+    _report_skipped(bundle.skipped, run_dir, print_fn)
     train_start = time.perf_counter()
     with _interruptions(run_dir, print_fn):
         rows = _fine_tune(
@@ -325,6 +377,33 @@ def _fit_placed(recipe, run_dir, smoke, start, placement, print_fn):
         print_fn(evaluation.metrics_table(splits))
     print_fn(f"Run directory: {run_dir}")
     return run_dir
+
+
+def _distiller(recipe, student, bundle, converter, smoke, print_fn):
+    """The recipe's `Distiller`. A smoke run whose teacher does not exist
+    yet (a run still to be trained) gets a stand-in: a second, untrained
+    copy of the student's starting model."""
+    teacher = recipe.teacher
+    missing = "://" not in teacher and not pathlib.Path(teacher).exists()
+    if not (smoke and missing):
+        return distill.Distiller.from_teacher_path(
+            student,
+            teacher,
+            alpha=recipe.distill_alpha,
+            temperature=recipe.distill_temperature,
+        )
+    print_fn(
+        f"Smoke run: teacher '{teacher}' does not exist yet; an untrained "
+        "copy of the student stands in for it."
+    )
+    distiller = distill.Distiller(
+        student,
+        build_model(recipe, bundle.class_names, converter),
+        alpha=recipe.distill_alpha,
+        temperature=recipe.distill_temperature,
+    )
+    distiller.teacher_source = f"stand-in for {teacher}"
+    return distiller
 
 
 @contextlib.contextmanager

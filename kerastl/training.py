@@ -186,6 +186,31 @@ class _EarlyStopping(keras.callbacks.EarlyStopping):
         }
 
 
+class _RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, with each epoch placed in the whole run.
+
+    Keras numbers a fit's epochs against that fit's end ("Epoch 4/5"),
+    which says nothing about the stages still to come: this prints
+    "Stage 2/3 'last_stage' · epoch 4 of 7" instead.
+    """
+
+    def __init__(self, total_epochs, print_fn):
+        super().__init__()
+        self.total_epochs = total_epochs
+        self.print_fn = print_fn
+        self.stage = ""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras' own line is printed only for fits of several epochs.
+        epochs, self.epochs = self.epochs, 1
+        super().on_epoch_begin(epoch, logs)
+        self.epochs = epochs
+        if self.verbose:
+            self.print_fn(
+                f"{self.stage} · epoch {epoch + 1} of {self.total_epochs}"
+            )
+
+
 class _Progress(keras.callbacks.Callback):
     """Keeps the history rows, the data position and the checkpoints.
 
@@ -383,9 +408,13 @@ def fine_tune(
         progress.rows = list(saved["rows"])
         progress.passes = saved["passes"]
     last = None
+    progbar = _RunProgbar(
+        sum(1 if max_steps else stage.epochs for stage in stages), print_fn
+    )
     for index, stage in enumerate(stages):
         epochs = 1 if max_steps else stage.epochs
         print_fn(describe_stage(index + 1, len(stages), stage, epochs))
+        progbar.stage = f"Stage {index + 1}/{len(stages)} '{stage.name}'"
         steps = _steps_per_epoch(train, stage)
         for part, chunk in enumerate(_chunks(stage, epochs)):
             position = [index, part]
@@ -431,6 +460,7 @@ def fine_tune(
                 *([keras.callbacks.SwapEMAWeights()] if stage.ema else []),
                 guard,
                 progress,
+                progbar,
             ]
             fit_args = dict(
                 initial_epoch=start + done,

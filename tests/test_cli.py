@@ -420,3 +420,92 @@ def test_fit_on_a_folder_lists_skipped_files(runner, tiny_preset, tmp_path):
     assert metrics["smoke"] is False
     model = keras.models.load_model(run_dir / "model.keras")
     assert model.class_names == ["blue", "red"]
+
+
+def folder_recipe(tmp_path, preset):
+    """A two-class folder of PNGs and a two-stage recipe on it."""
+    folder = tmp_path / "images"
+    for name, color in [("red", (255, 0, 0)), ("blue", (0, 0, 255))]:
+        (folder / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40, 30), color).save(folder / name / f"{i}.png")
+    recipe = tmp_path / "shapes.py"
+    recipe.write_text(
+        FOLDER_RECIPE.format(preset=str(preset), folder=str(folder))
+    )
+    return recipe
+
+
+def test_fit_words(runner, tiny_preset, tmp_path):
+    recipe = folder_recipe(tmp_path, tiny_preset)
+    run_dir = tmp_path / "run"
+    args = ["fit", str(recipe), "--output-dir", str(run_dir)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # The recipe in a few lines, not its JSON.
+    assert "{" not in result.output.split("Devices:")[0]
+    assert f"shapes: {tiny_preset} on folder" in lines[1]
+    # Each epoch is placed in the whole run, stages numbered from 1.
+    assert "Stage 1/2 'stage1' · epoch 1 of 2" in lines
+    assert "Stage 2/2 'stage2' · epoch 2 of 2" in lines
+    # A finished run is not offered a --resume.
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2
+    assert "holds a finished run" in result.output
+    assert "--resume" not in result.output
+
+
+def test_fit_help_ends_with_the_recipe_fields(runner):
+    result = runner.invoke(cli, ["fit", "--help"])
+    assert result.exit_code == 0, result.output
+    fields = result.output.split("Recipe fields")[1]
+    for key in ("preset [required]", "data.data_dir [None]", "augment.flip"):
+        assert key in fields
+    assert "stages.N.learning_rate [0.001]" in fields
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("preset=resnet_50_imagenett", "Unknown preset"),
+        ("data.name=/no/such/folder", "/no/such/folder"),
+    ],
+    ids=["bad-preset", "bad-data"],
+)
+def test_failed_start_leaves_no_run_dir(
+    runner, tiny_preset, tmp_path, override, message
+):
+    recipe = folder_recipe(tmp_path, tiny_preset)
+    run_dir = tmp_path / "run"
+    result = runner.invoke(
+        cli,
+        ["fit", str(recipe), "--output-dir", str(run_dir), "--set", override],
+    )
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not run_dir.exists()
+
+
+def test_preprocessing_for_a_preset_without_converter(runner, tmp_path):
+    # What `backbone.save_to_preset(dir)` alone writes: no converter.
+    backbone, _ = testing.tiny_resnet()
+    preset = tmp_path / "bare"
+    backbone.save_to_preset(str(preset))
+    recipe = folder_recipe(tmp_path, preset)
+    run_dir = tmp_path / "run"
+    args = ["fit", str(recipe), "--output-dir", str(run_dir)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1
+    assert "--set preprocessing=imagenet" in result.output
+    result = runner.invoke(cli, [*args, "--set", "preprocessing=imagenet"])
+    assert result.exit_code == 0, result.output
+    converter = keras.models.load_model(run_dir / "model.keras").image_converter
+    # ImageNet statistics (torchvision): (x / 255 - mean) / std.
+    mean = np.array([0.485, 0.456, 0.406])
+    std = np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(converter.scale, 1 / (255 * std), rtol=1e-6)
+    np.testing.assert_allclose(converter.offset, -mean / std, rtol=1e-6)
+    size = backbone.get_config()["image_shape"][:2]
+    assert tuple(converter.image_size) == tuple(size)

@@ -1,10 +1,12 @@
 import dataclasses
 import json
 import pathlib
+import re
 
 import numpy as np
 import pytest
 
+import kerastl
 from kerastl import Recipe
 from kerastl import Stage
 from kerastl import testing
@@ -12,7 +14,10 @@ from kerastl.data import DataSpec
 from kerastl.presets import load_image_converter
 from kerastl.recipe import RecipeError
 from kerastl.recipe import apply_overrides
+from kerastl.recipe import describe
+from kerastl.recipe import fields_help
 from kerastl.recipe import load_recipe
+from kerastl.recipe import override_keys
 from kerastl.run import build_model
 
 FIXTURES = pathlib.Path(__file__).parent / "recipes"
@@ -57,9 +62,9 @@ def test_overrides_are_typed_and_nested():
     recipe = apply_overrides(
         recipe,
         [
-            "stages.1.epochs=3",
-            "stages.0.train=all",
-            "stages.1.train=2",
+            "stages.2.epochs=3",
+            "stages.1.train=all",
+            "stages.stage2.train=2",
             "preset=./my_preset",
             "batch_size=8",
             "augment.flip=false",
@@ -67,8 +72,8 @@ def test_overrides_are_typed_and_nested():
             "data.data_dir=/data/tfds",
             "data.validation_fraction=0.2",
             "num_classes=none",
-            "stages.0.learning_rate=3e-4",
-            "stages.1.lr_multipliers=0.1,0.5,1",
+            "stages.stage1.learning_rate=3e-4",
+            "stages.2.lr_multipliers=0.1,0.5,1",
         ],
     )
     assert recipe.stages[1].lr_multipliers == (0.1, 0.5, 1)
@@ -89,12 +94,16 @@ def test_overrides_are_typed_and_nested():
     "override, message",
     [
         ("batch_sise=8", "Did you mean: batch_size"),
-        ("stages.0.epoch=3", "stages.0.epochs"),
+        ("stages.1.epoch=3", "stages.1.epochs"),
         ("stages.5.epochs=3", "Unknown recipe key 'stages.5.epochs'"),
+        # Stages count from 1, as the stage headers do; the error says so.
+        ("stages.0.epochs=3", "numbered 1 to 2, .* stages.stage1"),
+        ("stages.warmup.epochs=3", "stages.stage1, stages.stage2"),
         ("batch_size=eight", "expected an integer"),
         ("augment.flip=maybe", "expected true or false"),
-        ("stages.0.optimizer=lamb", "'sgd', 'adam' or 'adamw'"),
-        ("stages.0.train=-1", "train"),
+        ("stages.1.optimizer=lamb", "'sgd', 'adam' or 'adamw'"),
+        ("stages.1.train=-1", "train"),
+        ("preprocessing=imagenett", "imagenet, minus_one_to_one, zero_one"),
         ("no_equals_sign", "KEY=VALUE"),
     ],
 )
@@ -170,3 +179,42 @@ def test_pretrained_false_starts_from_random_weights(tmp_path):
     for saved_kernel, pretrained_kernel, scratch_kernel in kernels:
         np.testing.assert_array_equal(pretrained_kernel, saved_kernel)
         assert not np.allclose(scratch_kernel, saved_kernel)
+
+
+def test_describe_shows_what_differs_and_the_stages():
+    recipe = Recipe(
+        name="flowers",
+        preset="resnet_50_imagenet",
+        data=DataSpec("folder", "data/flowers", validation_fraction=0.2),
+        batch_size=16,
+        augment=kerastl.data.Augment(random_resized_crop=True),
+        stages=(
+            Stage(name="head", epochs=3),
+            Stage(epochs=2, train="all", learning_rate=1e-5, ema=0.99),
+        ),
+    )
+    assert describe(recipe).splitlines() == [
+        "flowers: resnet_50_imagenet on folder data/flowers "
+        "(validation_fraction 0.2)",
+        "  batch_size=16, augment.random_resized_crop=True",
+        "  stage  name    train  epochs  optimizer  lr     other",
+        "  1      head    head   3       adamw      0.001",
+        "  2      stage2  all    2       adamw      1e-05  ema=0.99",
+    ]
+
+
+def test_fields_help_lists_every_settable_field():
+    recipe = load_recipe(FIXTURES / "valid.py")
+    listed = {
+        line.split()[0]
+        for line in fields_help().splitlines()
+        if line.startswith("  ")
+    }
+    # The keys --set takes, with stage numbers written as N.
+    settable = {
+        re.sub(r"^stages\.\d+\.", "stages.N.", key)
+        for key in override_keys(recipe)
+    }
+    # Nested dataclasses are listed by their fields too; in-memory arrays
+    # are listed but cannot be set from the command line.
+    assert listed == settable | {"data", "augment", "stages", "data.arrays"}
