@@ -48,7 +48,9 @@ def _spans():
         for line in body.splitlines()
     ]
     prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
-    inline = [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+    inline = [
+        " ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)
+    ]
     return lines + inline
 
 
