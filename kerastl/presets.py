@@ -19,11 +19,13 @@ import keras
 import keras_hub
 
 # keras-hub resolves every kind of preset handle (built-in, Kaggle, Hugging
-# Face, local) in `get_file`; there is no public equivalent.
-from keras_hub.src.utils.preset_utils import check_file_exists
+# Face, local) in `get_file`, from its registry of built-in names; there is
+# no public equivalent.
+from keras_hub.src.utils.preset_utils import BUILTIN_PRESETS
 from keras_hub.src.utils.preset_utils import get_file
 
 from kerastl import atomic
+from kerastl import downloads
 
 HEAD_CONFIG_FILE = "kerastl.json"
 HEAD_WEIGHTS_FILE = "kerastl_head.weights.h5"
@@ -42,6 +44,57 @@ _HF_BACKBONE_ARGS = {"vit": {"layer_norm_epsilon": "layer_norm_eps"}}
 # PIL resampling filters in Hugging Face image processor configs.
 _HF_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
+# How to go on when a preset cannot be downloaded.
+_LOCAL_PRESET_WAY = (
+    "point the recipe at a local preset directory with `--set preset=PATH` "
+    "(any directory written by `save_to_preset`)"
+)
+
+
+@contextlib.contextmanager
+def _downloading(preset):
+    """Turns a download of `preset` that failed offline into `OfflineError`.
+
+    Any other error, a missing file included, passes through unchanged.
+    """
+    try:
+        yield
+    except downloads.OfflineError:
+        # Already translated by a nested call; `OfflineError` is itself a
+        # `ConnectionError`, so it would be wrapped twice.
+        raise
+    except Exception as error:
+        if downloads.network_failure(error) is None:
+            raise
+        raise downloads.offline_error(
+            _describe(preset), _LOCAL_PRESET_WAY, error
+        ) from error
+
+
+def _describe(preset):
+    """`preset` and where it is downloaded from, for error messages."""
+    preset = str(preset)
+    handle = BUILTIN_PRESETS.get(preset, {}).get("kaggle_handle", preset)
+    if handle.startswith("kaggle://"):
+        where = "" if handle == preset else f" ({handle})"
+        return f"the preset '{preset}' from Kaggle{where}"
+    if handle.startswith("hf://"):
+        return f"the preset '{preset}' from Hugging Face"
+    return f"the preset '{preset}'"
+
+
+def _file_exists(preset, name):
+    # Like keras-hub's `check_file_exists`, except for the network: offline,
+    # huggingface_hub raises "not found" for any file it has not cached, and
+    # a missing optional file must not hide that.
+    try:
+        get_file(preset, name)
+    except FileNotFoundError as error:
+        if downloads.network_failure(error) is not None:
+            raise
+        return False
+    return True
+
 
 def load_backbone(preset, load_weights=True, dtype=None):
     """Loads the backbone of any preset through keras-hub.
@@ -54,11 +107,20 @@ def load_backbone(preset, load_weights=True, dtype=None):
             policy (`"mixed_bfloat16"`, ...); `None` keeps Keras' global
             policy.
 
+    Raises:
+        kerastl.downloads.OfflineError: the preset had to be downloaded and
+            the network could not be reached.
+
     Example:
     ```python
     backbone = kerastl.presets.load_backbone("resnet_50_imagenet")
     ```
     """
+    with _downloading(preset):
+        return _load_backbone(preset, load_weights, dtype)
+
+
+def _load_backbone(preset, load_weights, dtype):
     config = _read_json(preset, "config.json")
     local = pathlib.Path(preset)
     if load_weights and local.is_dir() and not _has_weights(local):
@@ -98,28 +160,48 @@ def load_image_converter(preset):
     Returns:
         A `keras_hub.layers.ImageConverter`.
 
+    Raises:
+        kerastl.downloads.OfflineError: the preset had to be downloaded and
+            the network could not be reached.
+
     Example:
     ```python
     converter = kerastl.presets.load_image_converter("resnet_50_imagenet")
     converter.image_size  # (224, 224)
     ```
     """
-    converter = None
-    # A keras-hub preset saved without a converter has no such file.
-    with contextlib.suppress(FileNotFoundError):
-        converter = keras_hub.layers.ImageConverter.from_preset(preset)
-    if converter is None and check_file_exists(preset, HF_PREPROCESSOR_FILE):
-        converter = _converter_from_hf(_read_json(preset, HF_PREPROCESSOR_FILE))
+    with _downloading(preset):
+        converter = _load_image_converter(preset)
     if converter is None:
         raise ValueError(
             f"Preset '{preset}' holds no image preprocessing (no "
             "`image_converter.json` or `preprocessor_config.json`), so "
             "kerastl cannot know how its weights expect images to be scaled. "
-            "Pass one explicitly, e.g. `TransferClassifier.from_preset(preset, "
-            "image_converter=keras_hub.layers.ImageConverter(image_size=(224, "
-            "224), scale=1 / 255))`, with the resize and normalization the "
-            f"backbone was trained with. Received: preset={preset!r}"
+            "Name the normalization the backbone was trained with: in a "
+            'recipe `preprocessing="imagenet"` (or `"minus_one_to_one"`, '
+            '`"zero_one"`), on the command line `--set '
+            "preprocessing=imagenet`; in Python pass `image_converter=kerastl."
+            'preprocessing.standard_converter("imagenet", (224, 224))` to '
+            f"`from_preset`. Received: preset={preset!r}"
         )
+    return converter
+
+
+def _load_image_converter(preset):
+    # keras-hub turns a `config.json` it could not download into "no
+    # config.json" without the cause; probing it first keeps the cause.
+    _file_exists(preset, "config.json")
+    converter = None
+    try:
+        # `None` for Hugging Face model types keras-hub does not convert.
+        converter = keras_hub.layers.ImageConverter.from_preset(preset)
+    except FileNotFoundError as error:
+        # A keras-hub preset saved without a converter has no such file;
+        # offline, every file is missing, and `_downloading` says so.
+        if downloads.network_failure(error) is not None:
+            raise
+    if converter is None and _file_exists(preset, HF_PREPROCESSOR_FILE):
+        converter = _converter_from_hf(_read_json(preset, HF_PREPROCESSOR_FILE))
     return converter
 
 
@@ -158,14 +240,19 @@ def load_head_config(preset):
     Args:
         preset: str. Any preset `load_backbone` accepts.
 
+    Raises:
+        kerastl.downloads.OfflineError: the preset had to be downloaded and
+            the network could not be reached.
+
     Example:
     ```python
     kerastl.presets.load_head_config("pets_preset")["class_names"][:2]
     ```
     """
-    if not check_file_exists(preset, HEAD_CONFIG_FILE):
-        return None
-    return _read_json(preset, HEAD_CONFIG_FILE)["config"]
+    with _downloading(preset):
+        if not _file_exists(preset, HEAD_CONFIG_FILE):
+            return None
+        return _read_json(preset, HEAD_CONFIG_FILE)["config"]
 
 
 def _head_weights_skip(model):
@@ -182,15 +269,19 @@ def load_head_weights(model, preset):
         model: a `kerastl.TransferClassifier` whose head matches the preset's.
         preset: str. A kerastl preset.
 
+    Raises:
+        kerastl.downloads.OfflineError: the preset had to be downloaded and
+            the network could not be reached.
+
     Example:
     ```python
     kerastl.presets.load_head_weights(model, "pets_preset")
     ```
     """
+    with _downloading(preset):
+        path = get_file(preset, HEAD_WEIGHTS_FILE)
     keras.saving.load_weights(
-        model,
-        get_file(preset, HEAD_WEIGHTS_FILE),
-        objects_to_skip=_head_weights_skip(model),
+        model, path, objects_to_skip=_head_weights_skip(model)
     )
 
 
@@ -220,3 +311,25 @@ def save_preset(model, preset_dir):
             str(tmp / HEAD_WEIGHTS_FILE),
             objects_to_skip=_head_weights_skip(model),
         )
+
+
+def input_size(preset):
+    """The `(height, width)` a preset's backbone was built for, or `None`.
+
+    Read from the backbone's `config.json` (`image_shape`); `None` when the
+    backbone takes images of any size.
+
+    Args:
+        preset: str. Any preset `load_backbone` accepts.
+
+    Example:
+    ```python
+    kerastl.presets.input_size("resnet_50_imagenet")  # None or (224, 224)
+    ```
+    """
+    with _downloading(preset):
+        config = _read_json(preset, "config.json").get("config", {})
+    shape = config.get("image_shape") or (None, None)
+    if shape[0] is None or shape[1] is None:
+        return None
+    return (int(shape[0]), int(shape[1]))
