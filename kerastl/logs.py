@@ -38,8 +38,14 @@ def quiet_native_logs():
         yield
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        saved = os.dup(2)
+    except OSError:
+        # Descriptor 2 is closed (`2>&-`, a windowless process): nothing can
+        # reach the console, and `import keras` must still work.
+        yield
+        return
     sys.stderr.flush()
-    saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
