@@ -1,8 +1,11 @@
 """TensorFlow Datasets sources."""
 
+import urllib.parse
+
 import numpy as np
 import tensorflow as tf
 
+from kerastl import downloads
 from kerastl.data import carving
 from kerastl.data.spec import DataError
 
@@ -67,12 +70,64 @@ def builder_info(spec):
     return builder, list(label.names), sequence
 
 
+# How to go on offline, for `downloads.offline_error`.
+_LOCAL_DATA_WAY = (
+    "point data.data_dir at a tfds data dir where the dataset is already "
+    "prepared (`--set data.data_dir=DIR`)"
+)
+
+
+def _mocked(builder):
+    # `tfds.testing.mock_data` (smoke runs) swaps `download_and_prepare` for
+    # a no-op: nothing will be downloaded, so nothing must be probed.
+    method = type(builder).download_and_prepare
+    module = getattr(method, "__module__", None) or ""
+    return module.startswith("tensorflow_datasets.testing")
+
+
+def _has_local_copy(builder, url_infos):
+    """Whether tfds holds one of the dataset's files already, downloaded
+    earlier or put in the manual folder by hand: it may need no network."""
+    tfds = _tfds()
+    root = builder.data_dir_root / "downloads"
+    for url, info in url_infos.items():
+        cached = tfds.download.resource.get_dl_fname(url, info.checksum)
+        # tfds' cache layout, its older one, and the manual folder.
+        paths = [root / builder.name / cached, root / cached]
+        if info.filename:
+            paths.append(root / "manual" / info.filename)
+        if any(path.exists() for path in paths):
+            return True
+    return False
+
+
 def _prepare(builder, spec):
     if builder.is_prepared():
         return
+    # The URLs the dataset's registered checksums list, when it has any.
+    url_infos = builder.url_infos or {}
+    urls = sorted(url_infos)
+    what = f"the tfds dataset {spec.name!r}"
+    if urls:
+        what += f" (from {urllib.parse.urlsplit(urls[0]).hostname})"
+    # Offline, tfds retries each download 10 times with backoff (about
+    # 200 s) before it gives up. One request without retries tells an
+    # offline machine in seconds; online, the download runs as tfds made it.
+    if (
+        urls
+        and not _mocked(builder)
+        and not _has_local_copy(builder, url_infos)
+    ):
+        failure = downloads.unreachable(urls[0])
+        if failure is not None:
+            raise downloads.offline_error(
+                what, _LOCAL_DATA_WAY, failure
+            ) from failure
     try:
         builder.download_and_prepare()
     except Exception as e:
+        if downloads.network_failure(e) is not None:
+            raise downloads.offline_error(what, _LOCAL_DATA_WAY, e) from e
         raise DataError(
             f"The tfds dataset {spec.name!r} is not in "
             f"{builder.data_dir_root!r} and could not be downloaded "
@@ -125,6 +180,11 @@ def load_tfds(spec, *, multi_label, seed, validation_fraction):
             "multi_label=True, or pick a single-label data.label_key."
         )
     _prepare(builder, spec)
+    # Some builders name their classes while preparing (CIFAR-10 reads
+    # batches.meta.txt): before the first download the names are "0".."9".
+    class_names = list(
+        _label_feature(builder.info.features, spec.label_key)[0].names
+    )
     num_classes = len(class_names)
     parts = spec.label_key.split("/")
 
