@@ -19,12 +19,9 @@ import keras
 import numpy as np
 
 from kerastl import atomic
+from kerastl.errors import CheckpointError
 
 STATE_FILE = "state.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that does not fit the model it is restored into."""
 
 
 class Checkpoint:

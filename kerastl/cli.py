@@ -6,6 +6,7 @@ after the backend is chosen.
 """
 
 import contextlib
+import errno
 import importlib.metadata
 import importlib.util
 import json
@@ -17,6 +18,7 @@ import click
 
 from kerastl import __version__
 from kerastl import distribution
+from kerastl import errors
 from kerastl import logs
 from kerastl import text
 
@@ -125,16 +127,45 @@ _backend_option = click.option(
 )
 
 
+# Failed writes a user can fix: a full disk, a read-only or foreign folder.
+_WRITE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+}
+
+
 @contextlib.contextmanager
 def _user_errors():
-    """Turns kerastl's one-paragraph errors (bad arguments, bad data, no
-    network) into clean CLI errors."""
-    from kerastl import downloads
+    """Turns the errors a user can fix into one paragraph, no traceback.
 
+    This is the one place kerastl's own errors (`kerastl.errors`, the
+    library's `ValueError`s) become Click errors: a bad recipe or override
+    is a usage error (exit 2), anything else exit 1.
+    """
     try:
         yield
-    except (ValueError, downloads.OfflineError) as error:
+    except errors.RecipeError as error:
+        raise click.UsageError(str(error)) from error
+    except (
+        ValueError,
+        errors.OfflineError,
+        errors.TrainingDiverged,
+    ) as error:
         raise click.ClickException(str(error)) from error
+    except OSError as error:
+        if error.errno not in _WRITE_ERRNOS:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        raise click.ClickException(
+            f"Could not write{where}: {error.strerror}. Nothing half-written "
+            "was left behind (kerastl writes files whole or not at all). "
+            "Free some disk space or choose a writable --output-dir, then "
+            "run the command again (an interrupted `fit` continues with "
+            "--resume)."
+        ) from error
 
 
 class _FitCommand(click.Command):
@@ -234,14 +265,16 @@ def fit(
             "--resume continues a run in its own directory with its own "
             "settings; drop --smoke and --output-dir."
         )
-    recipe = None
-    if recipe_path is not None:
-        recipe = recipes.apply_overrides(
-            recipes.load_recipe(recipe_path), overrides
-        )
-        click.echo(f"Recipe {recipe_path} (in full: recipe.json in the run)")
-        click.echo(recipes.describe(recipe))
     with _user_errors():
+        recipe = None
+        if recipe_path is not None:
+            recipe = recipes.apply_overrides(
+                recipes.load_recipe(recipe_path), overrides
+            )
+            click.echo(
+                f"Recipe {recipe_path} (in full: recipe.json in the run)"
+            )
+            click.echo(recipes.describe(recipe))
         if resume_dir is not None:
             run.resume_recipe(resume_dir, recipe, () if recipe else overrides)
         else:
@@ -314,7 +347,13 @@ def evaluate(model_path, data, split, output_dir, backend):
     required=True,
     type=click.Path(exists=True, path_type=pathlib.Path),
 )
-@click.option("--top-k", default=5, show_default=True, help="Classes shown.")
+@click.option(
+    "--top-k",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Classes shown.",
+)
 @click.option(
     "--format",
     "output_format",
@@ -532,10 +571,10 @@ def lr_find(
         from kerastl import lr_find as finder
         from kerastl import recipe as recipes
 
-    recipe = recipes.apply_overrides(
-        recipes.load_recipe(recipe_path), overrides
-    )
     with _user_errors():
+        recipe = recipes.apply_overrides(
+            recipes.load_recipe(recipe_path), overrides
+        )
         finder.lr_find_recipe(
             recipe,
             stage,

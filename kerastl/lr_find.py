@@ -18,15 +18,16 @@ compiled optimizer and loss are restored afterwards.
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import pathlib
 
-import click
 import keras
 import numpy as np
 
 from kerastl import atomic
 from kerastl import run
+from kerastl import rundir
 from kerastl import training
 from kerastl.recipe import Stage
 
@@ -423,8 +424,8 @@ def default_output_dir(recipe):
     kerastl.lr_find.default_output_dir(recipe)  # runs/pets/lr-find-2026...
     ```
     """
-    run_dir = run.default_run_dir(recipe)
-    return run_dir.with_name(f"lr-find-{run_dir.name}")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return rundir.default_parent(recipe.name) / f"lr-find-{stamp}"
 
 
 def lr_find_recipe(
@@ -436,7 +437,7 @@ def lr_find_recipe(
     num_steps=100,
     start_lr=1e-7,
     end_lr=10.0,
-    print_fn=click.echo,
+    print_fn=print,
 ):
     """Runs the range test for one stage of a recipe; writes its results.
 

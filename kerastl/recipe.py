@@ -15,21 +15,19 @@ import traceback
 import types
 import typing
 
-import click
-
 from kerastl import text
 from kerastl.data import Augment
 from kerastl.data import DataSpec
 from kerastl.distribution import MODES as DISTRIBUTE_MODES
 from kerastl.distribution import PRECISIONS
+from kerastl.errors import RecipeError
 from kerastl.optimizers import SCHEDULES
 from kerastl.preprocessing import NORMALIZATIONS
 
 TRAINABLE_HELP = '"head", "all", or the number of last layer groups'
-
-
-class RecipeError(click.UsageError):
-    """A recipe file or override the user must fix; shown without traceback."""
+# The smallest image side a recipe may ask for: a ViT's smallest patch or a
+# convnet's first strides leave nothing of smaller images.
+MIN_IMAGE_SIDE = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +147,11 @@ class Stage:
                 f"A stage's `train` must be {TRAINABLE_HELP}. "
                 f"Received: train={self.train!r}"
             )
+        if not self.learning_rate > 0:
+            raise RecipeError(
+                "A stage's learning_rate must be a positive number, e.g. "
+                f"1e-3. Received: learning_rate={self.learning_rate}"
+            )
         if self.epochs < 1:
             raise RecipeError(
                 f"A stage needs at least one epoch. Received: epochs="
@@ -264,6 +267,14 @@ class Recipe:
     preprocessing: str | None = None
 
     def __post_init__(self):
+        name = str(self.name)
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+            # The name is a folder of runs/: it must stay one folder there.
+            raise RecipeError(
+                "A recipe's name names its folder under runs/, so it must be "
+                "a plain folder name: no '/', '\\', and not '.' or '..'. "
+                f"Received: name={self.name!r}"
+            )
         stages = tuple(self.stages)
         if not stages or not all(isinstance(s, Stage) for s in stages):
             raise RecipeError(
@@ -321,7 +332,18 @@ class Recipe:
                 "over the final model. Drop one of them."
             )
         if self.image_size is not None:
-            object.__setattr__(self, "image_size", tuple(self.image_size))
+            size = tuple(self.image_size)
+            if len(size) != 2 or not all(
+                isinstance(side, int) and side >= MIN_IMAGE_SIDE
+                for side in size
+            ):
+                raise RecipeError(
+                    "image_size is (height, width) in pixels, two whole "
+                    f"numbers of at least {MIN_IMAGE_SIDE}, e.g. "
+                    f"`--set image_size=224,224`. Received: image_size="
+                    f"{self.image_size!r}"
+                )
+            object.__setattr__(self, "image_size", size)
 
     def to_dict(self):
         """The recipe as JSON-ready data (what `recipe.json` holds).

@@ -10,19 +10,18 @@ directory holds `model.keras`, `preset/`, `recipe.json`, `history.csv`,
 import contextlib
 import csv
 import dataclasses
-import datetime
 import io
 import json
 import pathlib
 import shutil
 import time
 
-import click
 import keras
 
 from kerastl import atomic
 from kerastl import backbones
 from kerastl import calibration
+from kerastl import checkpoints
 from kerastl import distill
 from kerastl import distribution
 from kerastl import downloads
@@ -30,32 +29,23 @@ from kerastl import evaluation
 from kerastl import preprocessing
 from kerastl import presets
 from kerastl import report
+from kerastl import rundir
 from kerastl import thresholds
 from kerastl import training
 from kerastl.classifier import TransferClassifier
 from kerastl.data import load_data
+from kerastl.data import manifest
+from kerastl.errors import PresetError
+from kerastl.errors import TrainingDiverged
 from kerastl.recipe import Recipe
+from kerastl.recipe import RecipeError
 from kerastl.recipe import apply_overrides
-from kerastl.recipe import load_recipe
 
 # A smoke run trains each stage for one epoch of at most this many steps.
 SMOKE_STEPS = 2
-CHECKPOINT_DIR = "checkpoint"
-# What a run directory records about the run itself, for `--resume`.
-RUN_FILE = "run.json"
 EVALUATED_SPLITS = ("validation", "test")
-
-
-def default_run_dir(recipe):
-    """`runs/<recipe name>/<timestamp>`, relative to the working directory.
-
-    Example:
-    ```python
-    kerastl.run.default_run_dir(recipe)  # runs/pets/20261123-140512
-    ```
-    """
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return pathlib.Path("runs") / recipe.name / stamp
+# The data files a run started with, kept with the checkpoint for --resume.
+MANIFEST_FILE = "data_manifest.json"
 
 
 @contextlib.contextmanager
@@ -68,7 +58,7 @@ def _preset_errors(preset):
     except (ValueError, downloads.OfflineError):
         raise
     except Exception as error:
-        raise click.ClickException(
+        raise PresetError(
             f"Preset '{preset}' could not be loaded: {error}. Built-in "
             "presets and hub handles download from Kaggle or Hugging Face on "
             "first use; without network access, point the recipe at a local "
@@ -177,7 +167,7 @@ def predict_splits(model, bundle, splits=EVALUATED_SPLITS):
     }
 
 
-def fit_decisions(model, recipe, validation, print_fn=click.echo):
+def fit_decisions(model, recipe, validation, print_fn=print):
     """Fits the recipe's temperature and thresholds on validation.
 
     Both are set on `model`, so they are saved with it.
@@ -239,7 +229,7 @@ def fit_recipe(
     smoke=False,
     resume=False,
     origin=None,
-    print_fn=click.echo,
+    print_fn=print,
 ):
     """Runs a recipe and writes its run directory.
 
@@ -267,17 +257,10 @@ def fit_recipe(
     ```
     """
     start = time.perf_counter()
-    run_dir = pathlib.Path(output_dir or default_run_dir(recipe))
-    if not resume and (run_dir / "metrics.json").exists():
-        raise click.UsageError(
-            f"{run_dir} holds a finished run. Choose another --output-dir "
-            "(or leave it out for a new runs/<name>/<timestamp>)."
-        )
-    if not resume and (run_dir / CHECKPOINT_DIR).exists():
-        raise click.UsageError(
-            f"{run_dir} holds an interrupted run. Continue it with `kerastl "
-            f"fit --resume {run_dir}`, or choose another --output-dir."
-        )
+    target = output_dir or rundir.default_parent(recipe.name)
+    if output_dir is not None:
+        rundir.check_output_dir(output_dir, resume=resume)
+    rundir.check_outside(target, data_folder(recipe.data), "the data")
     keras.utils.set_random_seed(recipe.seed)
     placement = distribution.placement(recipe.distribute)
     placement.check_batch_size(recipe.batch_size)
@@ -291,24 +274,53 @@ def fit_recipe(
         )
     with placement.scope():
         return _fit_placed(
-            recipe, run_dir, smoke, origin, start, placement, print_fn
+            recipe,
+            output_dir,
+            smoke,
+            resume,
+            origin,
+            start,
+            placement,
+            print_fn,
         )
 
 
+def data_folder(spec):
+    """The folder a `DataSpec` reads its files from, or `None`.
+
+    Example:
+    ```python
+    kerastl.run.data_folder(DataSpec("csv", "data/tags.csv"))  # data
+    ```
+    """
+    if spec.source in ("folder", "idx") and spec.name:
+        return pathlib.Path(spec.name)
+    if spec.source == "csv" and spec.name:
+        return pathlib.Path(spec.name).parent
+    if spec.source == "tfds" and spec.data_dir:
+        return pathlib.Path(spec.data_dir)
+    return None
+
+
 def _write_run_files(run_dir, recipe, smoke, origin):
-    """Creates the run directory once everything before training worked,
-    so a bad preset or bad data leaves no empty run behind."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(
-        run_dir / "recipe.json", json.dumps(recipe.to_dict(), indent=2)
+        run_dir / rundir.RECIPE_FILE, json.dumps(recipe.to_dict(), indent=2)
     )
     atomic.write_text(
-        run_dir / RUN_FILE, json.dumps({"smoke": smoke, **(origin or {})})
+        run_dir / rundir.RUN_FILE,
+        json.dumps({"smoke": smoke, **(origin or {})}),
     )
 
 
-def _fit_placed(recipe, run_dir, smoke, origin, start, placement, print_fn):
-    """`fit_recipe` from the data on, inside the devices' scope."""
+def _fit_placed(
+    recipe, output_dir, smoke, resume, origin, start, placement, print_fn
+):
+    """`fit_recipe` from the data on, inside the devices' scope.
+
+    The run directory is created (or claimed) and locked only once the
+    preset, the data and the model have loaded, so a bad preset or bad data
+    leaves no empty run behind.
+    """
     if smoke:
         recipe, converter = _smoke_preset(recipe, print_fn)
     else:
@@ -333,12 +345,74 @@ def _fit_placed(recipe, run_dir, smoke, origin, start, placement, print_fn):
             f"Distillation: teacher {trainee.teacher_source}, alpha "
             f"{recipe.distill_alpha}, temperature {recipe.distill_temperature}"
         )
-    _write_run_files(run_dir, recipe, smoke, origin)
+    if output_dir is None:
+        lock = rundir.new_run_dir(rundir.default_parent(recipe.name))
+    else:
+        lock = rundir.claim(output_dir, resume=resume)
+    with lock:
+        return _train_and_report(
+            recipe,
+            model,
+            trainee,
+            bundle,
+            lock.run_dir,
+            smoke,
+            resume,
+            origin,
+            start,
+            placement,
+            print_fn,
+        )
+
+
+def _train_and_report(
+    recipe,
+    model,
+    trainee,
+    bundle,
+    run_dir,
+    smoke,
+    resume,
+    origin,
+    start,
+    placement,
+    print_fn,
+):
+    """`fit_recipe` from training on, holding the run directory's lock."""
+    checkpoint = run_dir / rundir.CHECKPOINT_DIR
+    resuming = resume and (checkpoint / checkpoints.STATE_FILE).exists()
+    if resuming:
+        changed = manifest.changes(recipe.data, checkpoint / MANIFEST_FILE)
+        if changed:
+            print_fn(
+                f"Warning: {changed} data file(s) were added, removed or "
+                "changed since this run started; the resumed epochs train "
+                "on the data as it is now, so the run no longer matches an "
+                "uninterrupted one."
+            )
+    else:
+        _write_run_files(run_dir, recipe, smoke, origin)
     _report_skipped(bundle.skipped, run_dir, print_fn)
+
+    def record_resumed_settings():
+        # A resumed run's recipe (with its new --set values) is recorded
+        # once its checkpoint has been restored; a checkpoint that does not
+        # fit leaves recipe.json as it was, so a plain --resume still works.
+        _write_run_files(run_dir, recipe, smoke, origin)
+
     train_start = time.perf_counter()
     with _interruptions(run_dir, print_fn):
+        if not resuming:
+            manifest.record(recipe.data, checkpoint / MANIFEST_FILE)
         rows = _fine_tune(
-            recipe, trainee, bundle, run_dir, smoke, placement, print_fn
+            recipe,
+            trainee,
+            bundle,
+            run_dir,
+            smoke,
+            placement,
+            record_resumed_settings if resuming else None,
+            print_fn,
         )
     train_seconds = time.perf_counter() - train_start
     predict_start = time.perf_counter()
@@ -372,7 +446,7 @@ def _fit_placed(recipe, run_dir, smoke, origin, start, placement, print_fn):
     atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
     _write_report(run_dir, recipe, summary, rows, evaluations)
     # model.keras now holds what the checkpoint did.
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    shutil.rmtree(run_dir / rundir.CHECKPOINT_DIR, ignore_errors=True)
     if splits:
         print_fn(evaluation.metrics_table(splits))
     print_fn(f"Run directory: {run_dir}")
@@ -417,13 +491,13 @@ def _interruptions(run_dir, print_fn):
             f"with: kerastl fit --resume {run_dir}"
         )
         raise
-    except training.TrainingDiverged as error:
-        raise click.ClickException(
-            f"{error} Run directory: {run_dir}"
-        ) from error
+    except TrainingDiverged as error:
+        raise TrainingDiverged(f"{error} Run directory: {run_dir}") from error
 
 
-def _fine_tune(recipe, model, bundle, run_dir, smoke, placement, print_fn):
+def _fine_tune(
+    recipe, model, bundle, run_dir, smoke, placement, on_resumed, print_fn
+):
     return training.fine_tune(
         model,
         bundle.splits["train"],
@@ -440,7 +514,8 @@ def _fine_tune(recipe, model, bundle, run_dir, smoke, placement, print_fn):
         and not _randomized(recipe.augment)
         and placement.replicas == 1,
         seed=recipe.seed,
-        checkpoint_dir=run_dir / CHECKPOINT_DIR,
+        checkpoint_dir=run_dir / rundir.CHECKPOINT_DIR,
+        on_resumed=on_resumed,
         print_fn=print_fn,
     )
 
@@ -456,7 +531,7 @@ def _randomized(augment):
     )
 
 
-def resume_recipe(run_dir, recipe=None, overrides=(), print_fn=click.echo):
+def resume_recipe(run_dir, recipe=None, overrides=(), print_fn=print):
     """Continues an interrupted run from its last completed epoch.
 
     The model, optimizer, early-stopping state, data order and history come
@@ -479,21 +554,13 @@ def resume_recipe(run_dir, recipe=None, overrides=(), print_fn=click.echo):
     ```
     """
     run_dir = pathlib.Path(run_dir)
-    if not (run_dir / RUN_FILE).exists():
-        raise click.UsageError(
-            f"{run_dir} is not a kerastl run directory (it has no "
-            f"{RUN_FILE}); --resume takes the directory an interrupted "
-            "`kerastl fit` wrote."
-        )
-    if (run_dir / "metrics.json").exists():
-        raise click.UsageError(
-            f"The run in {run_dir} has finished; there is nothing to resume."
-        )
-    run = json.loads((run_dir / RUN_FILE).read_text())
+    rundir.check_output_dir(run_dir, resume=True)
+    run = json.loads((run_dir / rundir.RUN_FILE).read_text())
     if recipe is None:
-        recipe = _recorded_recipe(run_dir, run)
+        recipe = _recorded_recipe(run_dir)
     recipe = apply_overrides(recipe, overrides)
-    if (run_dir / CHECKPOINT_DIR / "state.json").exists():
+    state = run_dir / rundir.CHECKPOINT_DIR / checkpoints.STATE_FILE
+    if state.exists():
         print_fn(f"Resuming {run_dir} ({recipe.name}).")
     else:
         print_fn(f"{run_dir} has no checkpoint yet: starting it over.")
@@ -507,19 +574,20 @@ def resume_recipe(run_dir, recipe=None, overrides=(), print_fn=click.echo):
     )
 
 
-def _recorded_recipe(run_dir, run):
-    """The recipe a run directory was started with."""
-    data = json.loads((run_dir / "recipe.json").read_text())
-    if data["data"]["source"] != "arrays":
-        return Recipe.from_dict(data)
-    # In-memory arrays are not in recipe.json: import the file again.
-    if "file" not in run or not pathlib.Path(run["file"]).exists():
-        raise click.UsageError(
+def _recorded_recipe(run_dir):
+    """The recipe a run directory was started with, from its recipe.json.
+
+    A run directory is data: no code in it, or named by it, is run.
+    """
+    data = json.loads((run_dir / rundir.RECIPE_FILE).read_text())
+    if data["data"]["source"] == "arrays":
+        raise RecipeError(
             f"The run in {run_dir} trained on in-memory arrays, which "
-            "recipe.json cannot hold, and its recipe file is gone. Resume "
-            "with the recipe file: kerastl fit RECIPE --resume RUN_DIR."
+            "recipe.json cannot hold, and kerastl never runs code named by a "
+            "run directory. Resume it with its recipe file named: kerastl "
+            f"fit RECIPE --resume {run_dir}"
         )
-    return apply_overrides(load_recipe(run["file"]), run["overrides"])
+    return Recipe.from_dict(data)
 
 
 def _report_skipped(skipped, run_dir, print_fn):
@@ -652,7 +720,10 @@ def evaluate_path(model_path, data=None, split=None, output_dir=None):
             )
         dataset, name = bundle.splits[split], split
         output_dir = pathlib.Path(output_dir or model_path)
+        rundir.check_evaluation_dir(output_dir, own_run=model_path)
     else:
+        if output_dir is not None:
+            rundir.check_evaluation_dir(output_dir)
         dataset, _, skipped, name = load_labelled_images(
             data,
             class_names=names,
@@ -663,7 +734,8 @@ def evaluate_path(model_path, data=None, split=None, output_dir=None):
         )
         home = model_path if model_path.is_dir() else model_path.parent
         output_dir = pathlib.Path(output_dir or home / "evaluations" / name)
-        _report_skipped(skipped, output_dir, click.echo)
+        rundir.check_evaluation_dir(output_dir)
+        _report_skipped(skipped, output_dir, print)
         summary = {"model": str(model_path), "data": str(data), "splits": {}}
     predictions = evaluation.predict_split(model, dataset)
     result = report.evaluate_split(model, predictions, name, output_dir)

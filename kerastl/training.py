@@ -14,6 +14,7 @@ from kerastl import checkpoints
 from kerastl import features
 from kerastl import freezing
 from kerastl import optimizers
+from kerastl.errors import TrainingDiverged
 from kerastl.recipe import Stage
 
 
@@ -125,14 +126,6 @@ def describe_stage(index, count, stage, epochs):
         f"Stage {index}/{count} '{stage.name}': {what}, {stage.optimizer} "
         f"lr={stage.learning_rate:g}, {epochs} epoch(s)"
     )
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; training stopped.
-
-    The message names the stage, epoch and step, and the checkpoint of the
-    last good epoch when there is one.
-    """
 
 
 class _StopOnNonFinite(keras.callbacks.Callback):
@@ -323,6 +316,7 @@ def fine_tune(
     feature_cache=False,
     seed=None,
     checkpoint_dir=None,
+    on_resumed=None,
     print_fn=print,
     verbose="auto",
 ):
@@ -366,6 +360,11 @@ def fine_tune(
             Defaults to `None` (their first order, every epoch).
         checkpoint_dir: path or `None`. Where to checkpoint, and resume
             from. Defaults to `None` (no checkpoints).
+        on_resumed: callable or `None`. Called with no arguments once a
+            checkpoint has been restored into `model`, before anything new
+            is written: `kerastl fit --resume` records changed settings
+            only then, so a checkpoint that does not fit leaves the run
+            as it was.
         print_fn: callable for the stage headers and trainable tables.
         verbose: Keras `fit` verbosity. Defaults to `"auto"` (progress bars).
 
@@ -450,6 +449,8 @@ def fine_tune(
                     print_fn,
                 )
                 saved = None
+                if on_resumed is not None:
+                    on_resumed()
             cached = feature_cache and _head_only(stage)
             start = len(progress.rows) - done
             progress.begin(position, stage.name, cached, stopper, done)
@@ -488,6 +489,8 @@ def fine_tune(
         # weights and freeze state are left to put back.
         apply_stage_trainable(model, last[0], extra_groups=last[1])
         checkpoint.restore(trained)
+        if on_resumed is not None:
+            on_resumed()
     return progress.rows
 
 

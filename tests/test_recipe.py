@@ -53,8 +53,8 @@ def test_loader_errors(fixture, message):
 def test_import_error_shows_traceback():
     with pytest.raises(RecipeError) as info:
         load_recipe(FIXTURES / "import_error.py")
-    assert "Traceback" in info.value.message
-    assert "import_error.py" in info.value.message
+    assert "Traceback" in str(info.value)
+    assert "import_error.py" in str(info.value)
 
 
 def test_overrides_are_typed_and_nested():

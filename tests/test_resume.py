@@ -18,7 +18,7 @@ from kerastl import testing
 from kerastl.data import Augment
 from kerastl.data import DataSpec
 from kerastl.data import load_data
-from kerastl.training import TrainingDiverged
+from kerastl.errors import TrainingDiverged
 
 STAGES = (
     Stage(epochs=2, train="head", learning_rate=1e-2, name="head"),
@@ -321,9 +321,11 @@ def test_sigkill_mid_epoch_then_cli_resume_gives_the_same_run(
     killed.communicate()
     assert not (tmp_path / "b" / "metrics.json").exists()
 
-    # The recipe's arrays are not in recipe.json: the recorded file is
-    # imported again.
-    resumed = runner.invoke(cli, ["fit", "--resume", str(tmp_path / "b")])
+    # The recipe's arrays are not in recipe.json, and a run directory names
+    # no code to run: the recipe file is given again.
+    resumed = runner.invoke(
+        cli, ["fit", str(recipe), "--resume", str(tmp_path / "b")]
+    )
     assert resumed.exit_code == 0, resumed.output
     assert "Resuming" in resumed.output
     # Finished: model.keras holds the weights, the checkpoint is gone.
@@ -349,14 +351,16 @@ def test_fit_refuses_to_overwrite_a_run_and_resume_needs_a_run(tmp_path):
     from kerastl.cli import cli
 
     (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "run" / "run.json").write_text('{"smoke": false}')
     recipe = tmp_path / "r.py"
     recipe.write_text(RESUME_RECIPE.replace("PRESET", "unused"))
     runner = CliRunner()
     result = runner.invoke(
         cli, ["fit", str(recipe), "--output-dir", str(tmp_path / "run")]
     )
-    assert result.exit_code == 2
-    assert "--resume" in result.output
+    assert result.exit_code == 1
+    assert "holds an interrupted run" in result.output
+    assert f"--resume {tmp_path / 'run'}" in result.output
     result = runner.invoke(cli, ["fit", "--resume", str(tmp_path)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "not a kerastl run directory" in result.output
