@@ -12,8 +12,7 @@ from kerastl import thresholds
 from kerastl.classifier import TransferClassifier
 from kerastl.data import images
 from kerastl.data import pipeline
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif")
+from kerastl.data.folder import list_files
 
 
 def load_model(path):
@@ -42,25 +41,49 @@ def load_model(path):
 
 
 def expand_inputs(inputs):
-    """Image files named directly, plus the image files inside folders."""
+    """Files named directly, plus every visible file inside folders.
+
+    Folders are listed as the folder data source lists a class folder
+    (`kerastl.data.folder.list_files`): every file whatever its name or
+    kind, so a file that is not a readable image gets its reason in the
+    results instead of being left out.
+
+    Args:
+        inputs: files and folders, str or path-like.
+
+    Returns:
+        A list of str, folders' files sorted, in input order.
+
+    Example:
+    ```python
+    kerastl.prediction.expand_inputs(["cat.jpg", "new_photos/"])
+    ```
+    """
     files = []
     for item in map(pathlib.Path, inputs):
         if item.is_dir():
-            files += sorted(
-                p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            files += list_files(item)
         else:
-            files.append(item)
+            files.append(str(item))
     return files
 
 
-def predict_files(model, inputs, top_k=5, batch_size=32, tta=False):
+def predict_files(
+    model,
+    inputs,
+    top_k=5,
+    batch_size=32,
+    tta=False,
+    max_pixels=images.MAX_PIXELS,
+):
     """Top-k classes and probabilities for each image file.
 
-    Unreadable files get an `error` entry instead; the others are still
-    predicted. Multi-label models also list `labels`: every class whose
-    probability reaches its threshold (the model's tuned `thresholds`,
-    else 0.5), most probable first.
+    Files that are not readable images (not an image, corrupt, a named
+    pipe, over `max_pixels`, ...) get an `error` entry with the reason
+    instead; the others are still predicted, decoded and resized as
+    evaluation does. Multi-label models also list `labels`: every class
+    whose probability reaches its threshold (the model's tuned
+    `thresholds`, else 0.5), most probable first.
 
     Test-time augmentation (`tta=True`) averages the probabilities of each
     image and its horizontal mirror: usually a little more accurate, at
@@ -73,6 +96,8 @@ def predict_files(model, inputs, top_k=5, batch_size=32, tta=False):
         top_k: int. Classes per image.
         batch_size: int.
         tta: bool. Average with the mirrored image. Defaults to `False`.
+        max_pixels: int. Larger images are refused before decoding.
+            Defaults to `images.MAX_PIXELS` (50 million).
 
     Returns:
         A list of dicts, one per file, in input order: `path` and either
@@ -85,16 +110,16 @@ def predict_files(model, inputs, top_k=5, batch_size=32, tta=False):
     ```
     """
     names = model.class_names or [str(i) for i in range(model.num_classes)]
+    min_size = pipeline.decode_size(model.image_size)
     results, batch, slots = [], [], []
     for path in expand_inputs(inputs):
-        results.append({"path": str(path)})
+        results.append({"path": path})
         try:
-            pixels = images.read_rgb(str(path))
-        except Exception:
-            reason = images.check_file(str(path)) or "unreadable"
-            results[-1]["error"] = reason
+            pixels = images.read_rgb(path, min_size, max_pixels)
+        except images.UnreadableImageError as e:
+            results[-1]["error"] = e.reason
             continue
-        # The same decoding and resizing as training and evaluation.
+        # The same decoding and resizing as evaluation.
         resized = pipeline.center_crop_resize(pixels, model.image_size)
         batch.append(np.asarray(resized))
         slots.append(results[-1])

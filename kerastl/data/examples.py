@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 
 from kerastl.data import images
+from kerastl.data.spec import MAX_PIXELS
 from kerastl.data.spec import DataError
 from kerastl.data.spec import SkippedFile
 
@@ -93,11 +94,13 @@ def encode_labels(label_sets, class_names, multi_label, where):
     return labels
 
 
-def drop_unreadable(splits):
+def drop_unreadable(splits, max_pixels=MAX_PIXELS):
     """Checks every file of every split; returns the readable examples.
 
     Args:
         splits: dict of split name to file-based `Examples`.
+        max_pixels: int. Images with more pixels are skipped too. Defaults
+            to `MAX_PIXELS` (50 million).
 
     Returns:
         `(splits, skipped)`: the splits without unreadable files, and a
@@ -110,7 +113,7 @@ def drop_unreadable(splits):
     """
     names = list(splits)
     paths = [path for name in names for path in splits[name].paths]
-    reasons = iter(images.check_files(paths))
+    reasons = iter(images.check_files(paths, max_pixels))
     skipped = []
     kept = {}
     for name in names:

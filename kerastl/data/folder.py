@@ -11,23 +11,42 @@ from kerastl.data.spec import DataError
 _DEFAULT_FOLDERS = {"validation": ("validation", "val"), "test": ("test",)}
 
 
-def _visible(path):
-    return not path.name.startswith(".")
+def _visible(name):
+    return not name.startswith(".")
 
 
 def _class_folders(folder):
     return sorted(
-        p.name for p in folder.iterdir() if p.is_dir() and _visible(p)
+        p.name for p in folder.iterdir() if p.is_dir() and _visible(p.name)
     )
 
 
-def _files(folder):
+def list_files(folder):
+    """Every visible file under `folder`, whatever it is, sorted.
+
+    Hidden files and folders (names starting with `.`) are left out;
+    everything else is listed: named pipes, devices, sockets, broken links,
+    link loops and links to folders too, so that reading each is refused
+    later with a reason and nothing in a data folder is dropped silently.
+    Links to folders are listed, not followed: one could loop back up.
+
+    Args:
+        folder: str or path-like.
+
+    Returns:
+        A list of str.
+
+    Example:
+    ```python
+    list_files("/data/pets/cat")  # ["/data/pets/cat/1.jpg", ...]
+    ```
+    """
+    folder = pathlib.Path(folder)
     return sorted(
         str(p)
         for p in folder.rglob("*")
-        if p.is_file()
-        and all(_visible(part) for part in p.relative_to(folder).parents)
-        and _visible(p)
+        if not (p.is_dir() and not p.is_symlink())
+        and all(map(_visible, p.relative_to(folder).parts))
     )
 
 
@@ -89,7 +108,9 @@ def load_folder(spec, multi_label, every_class=True):
     Class names are the sorted subfolder names of the training folder
     unless `spec.class_names` gives them. Hidden files and folders are
     ignored; every other file is an image candidate (unreadable ones are
-    skipped later, with a reason).
+    skipped later, with a reason). An empty class folder is an error: a
+    class with no images cannot be learnt, and leaving it out silently
+    would change the model's classes.
 
     Args:
         spec: a `DataSpec` with `source="folder"`.
@@ -127,7 +148,7 @@ def load_folder(spec, multi_label, every_class=True):
                     f"class list {class_names}. Remove it, or add {name!r} "
                     "to data.class_names."
                 )
-            files = _files(folder / name)
+            files = list_files(folder / name)
             if not files:
                 raise DataError(
                     f"The class folder {str(folder / name)!r} is empty. Add "

@@ -2,20 +2,57 @@
 
 PIL rather than `tf.io.decode_image` because it reads what cameras and the
 web produce: palette, 16-bit, CMYK and EXIF-rotated images included.
+
+Any file name works (paths are the file system's own bytes end to end), and
+no file can hang or exhaust a run: only regular files are opened (a named
+pipe would block forever, a device never ends), an image's size is read
+from its header and refused over `max_pixels` before anything is decoded,
+and large images are decoded reduced to the size the model needs.
 """
 
 import concurrent.futures
 import contextlib
+import errno
 import os
+import stat
 
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
 from PIL import UnidentifiedImageError
 
+from kerastl.data.spec import MAX_PIXELS
+
 # Modes `Image.convert("RGB")` handles correctly. 16-bit and float modes
 # do not: `convert` clips them to 255 instead of rescaling.
 _GRAY_HIGH_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+# Checking a file decodes it at the smallest size: a JPEG then decodes at
+# 1/8 scale, which still parses its whole bitstream, so truncated and
+# corrupt files are caught at a fraction of the cost.
+_CHECK_SIZE = (1, 1)
+
+
+class UnreadableImageError(ValueError):
+    """An input file that cannot be used as an image, and why.
+
+    Args:
+        reason: str. Why, in a few words: `"missing"`, `"empty file"`,
+            `"not an image"`, `"not a regular file: a named pipe (FIFO)"`,
+            `"too large: ..."`, `"corrupt: ..."`.
+
+    Example:
+    ```python
+    try:
+        pixels = read_rgb("cat.jpg")
+    except UnreadableImageError as e:
+        print(e.reason)
+    ```
+    """
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
 
 
 def to_rgb(image):
@@ -46,7 +83,10 @@ def to_rgb(image):
         else:
             # 16-bit sensors and PNGs store 0..65535.
             scale = 255.0 / 65535.0
-        gray = np.clip(np.round(gray * scale), 0, 255).astype(np.uint8)
+        # In place: a float copy of a large image is its biggest cost.
+        gray *= scale
+        np.round(gray, out=gray)
+        gray = np.clip(gray, 0, 255, out=gray).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=-1)
     if image.mode == "P" and "transparency" in image.info:
         # Converting straight to RGB warns about the transparency.
@@ -56,54 +96,183 @@ def to_rgb(image):
     return np.asarray(image, dtype=np.uint8)
 
 
-def read_rgb(path):
+def _kind_reason(mode):
+    """Why a file of this `st_mode` is not read, or `None` (regular)."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        kind = "a folder (links to folders are not followed)"
+    elif stat.S_ISFIFO(mode):
+        kind = "a named pipe (FIFO)"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device file"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    else:
+        kind = "a special file"
+    return f"not a regular file: {kind}"
+
+
+def _open_regular(path):
+    """Opens `path` for reading if it is a regular file (or a link to one).
+
+    Raises `UnreadableImageError` for anything else, without opening it:
+    opening a named pipe waits for a writer, reading a device never ends.
+    """
+    try:
+        kind = _kind_reason(os.stat(path).st_mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnreadableImageError("a symbolic link loop") from e
+        if e.errno == errno.ENOENT:
+            broken = os.path.islink(path)
+            reason = "a broken symbolic link" if broken else "missing"
+            raise UnreadableImageError(reason) from e
+        raise UnreadableImageError(f"cannot be read: {e.strerror}") from e
+    if kind is not None:
+        raise UnreadableImageError(kind)
+    try:
+        # Non-blocking, and checked again once open: a file replaced by a
+        # pipe since the `stat` is refused instead of waited on.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise UnreadableImageError(f"cannot be read: {e.strerror}") from e
+    file = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    reason = _kind_reason(info.st_mode)
+    if reason is None and info.st_size == 0:
+        reason = "empty file"
+    if reason is not None:
+        file.close()
+        raise UnreadableImageError(reason)
+    return file
+
+
+def _too_large(width, height, max_pixels):
+    return UnreadableImageError(
+        f"too large: {width} x {height} pixels, over the max_pixels limit "
+        f"of {max_pixels:,}; raise data.max_pixels to use it"
+    )
+
+
+def _allow_pil(max_pixels):
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and max_pixels > limit:
+        # PIL would refuse images the user allowed. kerastl's own check,
+        # from the header and before decoding, takes the place of PIL's.
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _decode(file, min_size, max_pixels):
+    """Decodes an open image file, refusing it over `max_pixels`."""
+    with Image.open(file) as image:
+        width, height = image.size
+        # `Image.open` reads only the header: nothing is decoded yet.
+        if width * height > max_pixels:
+            raise _too_large(width, height, max_pixels)
+        if min_size is not None:
+            # The same side for both axes, as an EXIF rotation may swap
+            # them. JPEG decodes at the smallest 1/2, 1/4 or 1/8 scale
+            # that keeps both sides at least that; other formats ignore it.
+            side = max(min_size)
+            image.draft("RGB", (side, side))
+        return to_rgb(image)
+
+
+def _reduce(pixels, min_size):
+    """Box-filters `pixels` down by the largest whole factor that keeps
+    each side at least `min_size`."""
+    height, width = pixels.shape[:2]
+    factor = min(height // min_size[0], width // min_size[1])
+    if factor < 2:
+        return pixels
+    return np.asarray(Image.fromarray(pixels).reduce(factor))
+
+
+def _read(path, min_size, max_pixels):
+    """`read_rgb` without the reduction: each failure as its reason."""
+    _allow_pil(max_pixels)
+    with _open_regular(os.fsdecode(path)) as file:
+        try:
+            return _decode(file, min_size, max_pixels)
+        except UnreadableImageError:
+            raise
+        except UnidentifiedImageError as e:
+            raise UnreadableImageError("not an image") from e
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            # PIL refuses the image before kerastl sees its size (or warns
+            # and warnings are errors): over its limit, so over ours too.
+            raise UnreadableImageError(
+                f"too large: over {Image.MAX_IMAGE_PIXELS:,} pixels, over the "
+                f"max_pixels limit of {max_pixels:,}; raise data.max_pixels "
+                "to use it"
+            ) from None
+        except Exception as e:
+            raise UnreadableImageError(f"corrupt: {e}") from e
+
+
+def read_rgb(path, min_size=None, max_pixels=MAX_PIXELS):
     """Reads an image file as RGB `uint8` `(H, W, 3)`.
 
+    Only regular files (or links to them) are opened. The image's size is
+    read from its header first, and an image over `max_pixels` is refused
+    before it is decoded. With `min_size`, a large image comes back
+    reduced by a whole factor, as long as each side stays at least
+    `min_size`: JPEGs are decoded reduced (a fraction of the time and
+    memory), other formats are decoded whole and then box-filtered.
+
     Args:
-        path: str or bytes. The image file.
+        path: str, bytes or path-like. The image file; bytes are the file
+            system's encoding of the name, as in a `tf.string` tensor.
+        min_size: `(height, width)` or `None`. The smallest size the image
+            may be reduced to; `None` keeps it whole. Defaults to `None`.
+        max_pixels: int. The most pixels (width x height) an image may
+            have. Defaults to `MAX_PIXELS` (50 million).
+
+    Raises:
+        UnreadableImageError: the file cannot be read as an image; its
+            `reason` says why.
 
     Example:
     ```python
     pixels = read_rgb("cat.png")
+    small = read_rgb("photo.jpg", min_size=(448, 448))
     ```
     """
-    if isinstance(path, bytes):
-        path = path.decode()
-    with Image.open(path) as image:
-        return to_rgb(image)
+    pixels = _read(path, min_size, max_pixels)
+    return pixels if min_size is None else _reduce(pixels, min_size)
 
 
-def check_file(path):
+def check_file(path, max_pixels=MAX_PIXELS):
     """Returns why an image file cannot be read, or `None` if it can.
 
-    The whole image is decoded, so truncated and corrupt files are caught.
+    The whole image is decoded (at the smallest size its format allows),
+    so truncated and corrupt files are caught.
 
     Args:
-        path: str. The image file.
+        path: str or path-like. The image file.
+        max_pixels: int. The most pixels an image may have. Defaults to
+            `MAX_PIXELS`.
 
     Example:
     ```python
     reason = check_file("cat.jpg")  # None, "missing", "empty file", ...
     ```
     """
-    if not os.path.isfile(path):
-        return "missing"
-    if os.path.getsize(path) == 0:
-        return "empty file"
     try:
-        read_rgb(path)
-    except UnidentifiedImageError:
-        return "not an image"
-    except Exception as e:
-        return f"corrupt: {e}"
+        _read(path, _CHECK_SIZE, max_pixels)
+    except UnreadableImageError as e:
+        return e.reason
     return None
 
 
-def check_files(paths):
+def check_files(paths, max_pixels=MAX_PIXELS):
     """Checks image files in parallel; returns a reason or `None` for each.
 
     Args:
         paths: list of str. The image files.
+        max_pixels: int. The most pixels an image may have. Defaults to
+            `MAX_PIXELS`.
 
     Example:
     ```python
@@ -112,4 +281,4 @@ def check_files(paths):
     """
     workers = min(32, (os.cpu_count() or 1) + 4)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(check_file, paths))
+        return list(pool.map(lambda p: check_file(p, max_pixels), paths))

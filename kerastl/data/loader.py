@@ -14,6 +14,7 @@ from kerastl.data.examples import drop_unreadable
 from kerastl.data.examples import first_of_each_class
 from kerastl.data.folder import load_folder
 from kerastl.data.idx import load_idx
+from kerastl.data.spec import MAX_PIXELS
 from kerastl.data.spec import SOURCES
 from kerastl.data.spec import DataBundle
 from kerastl.data.spec import DataError
@@ -98,6 +99,40 @@ def _select_classes(class_names, splits, classes, multi_label):
     return [class_names[c] for c in classes], selected
 
 
+def _members(labels, label):
+    """Whether each example has `label` (integer or multi-hot labels)."""
+    return labels[:, label] > 0 if labels.ndim == 2 else labels == label
+
+
+def _check_no_class_lost(class_names, before, after, skipped):
+    """Every class with training files keeps at least one readable one.
+
+    Otherwise the model would get an output for a class it never sees.
+    """
+    lost = [
+        label
+        for label in range(len(class_names))
+        if _members(before.labels, label).any()
+        and not _members(after.labels, label).any()
+    ]
+    if not lost:
+        return
+    reasons = {item.path: item.reason for item in skipped}
+    first = before.paths[np.argmax(_members(before.labels, lost[0]))]
+    classes = ", ".join(
+        f"{class_names[label]!r} "
+        f"({_members(before.labels, label).sum()} file(s))"
+        for label in lost
+    )
+    raise DataError(
+        f"Every training file of the class(es) {classes} is unreadable and "
+        f"was skipped (e.g. {first!r}: {reasons[first]}), so the model would "
+        "have a class it never sees. Fix or replace those files, or remove "
+        "the class (its folder, or its rows and its name in "
+        "data.class_names)."
+    )
+
+
 def _sample_per_class(examples, count, class_names, seed, smoke):
     """`count` examples of each class, drawn under `seed`, in data order."""
     if count < 1:
@@ -143,7 +178,8 @@ def _load_local(spec, *, multi_label, seed, num_classes, smoke, batch_size):
     skipped = []
     if spec.source in ("folder", "csv"):
         # Before any training: an unreadable file is reported, not fatal.
-        splits, skipped = drop_unreadable(splits)
+        before = splits["train"]
+        splits, skipped = drop_unreadable(splits, spec.max_pixels)
     for split, examples in splits.items():
         if len(examples) == 0:
             raise DataError(
@@ -151,6 +187,10 @@ def _load_local(spec, *, multi_label, seed, num_classes, smoke, batch_size):
                 f"({len(skipped)} file(s) skipped as unreadable). Add "
                 "images, or fix the paths."
             )
+    # A smoke run reads each class's first few files only: they can all be
+    # bad while the class has good ones.
+    if spec.source in ("folder", "csv") and not smoke:
+        _check_no_class_lost(class_names, before, splits["train"], skipped)
     if "validation" not in splits:
         train_idx, val_idx = carving.carve(
             splits["train"].labels, fraction, seed
@@ -290,6 +330,12 @@ def load_data(
         )
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}.")
+    if spec.max_pixels < 1:
+        raise DataError(
+            "data.max_pixels is the most pixels (width x height) an image "
+            f"may have; it must be at least 1, got {spec.max_pixels}. Leave "
+            f"it unset for the default ({MAX_PIXELS:,})."
+        )
     kwargs = dict(
         multi_label=multi_label,
         seed=seed,
@@ -321,6 +367,7 @@ def load_data(
             seed=seed,
             augment=augment,
             count=counts[split],
+            max_pixels=spec.max_pixels,
         )
         for split, dataset in datasets.items()
     }
@@ -334,7 +381,14 @@ def load_data(
 
 
 def load_labelled_images(
-    path, *, class_names, image_size, batch_size, multi_label, split=None
+    path,
+    *,
+    class_names,
+    image_size,
+    batch_size,
+    multi_label,
+    split=None,
+    max_pixels=MAX_PIXELS,
 ):
     """Every labelled image of a folder or CSV, as one evaluation split.
 
@@ -353,6 +407,8 @@ def load_labelled_images(
         split: str or `None`. With split subfolders or a CSV `split`
             column, which split; `None` takes `test` when there is one,
             else everything.
+        max_pixels: int. Images with more pixels are skipped. Defaults to
+            `MAX_PIXELS` (50 million).
 
     Returns:
         `(dataset, count, skipped, name)`: batched `(images, labels)`, the
@@ -382,7 +438,7 @@ def load_labelled_images(
             f"{', '.join(splits)}. Pick one with --split."
         )
     chosen = {split: splits[split]} if split else splits
-    chosen, skipped = drop_unreadable(chosen)
+    chosen, skipped = drop_unreadable(chosen, max_pixels)
     examples = list(chosen.values())
     merged = Examples.concatenate(examples)
     if len(merged) == 0:
@@ -400,6 +456,7 @@ def load_labelled_images(
         seed=0,
         augment=None,
         count=len(merged),
+        max_pixels=max_pixels,
     )
     name = path.stem + (f"-{split}" if split else "")
     return dataset, len(merged), skipped, name

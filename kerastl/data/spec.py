@@ -21,6 +21,15 @@ class DataError(ValueError):
 
 SOURCES = ("tfds", "folder", "csv", "arrays", "idx")
 
+# Width x height above which an image is refused before decoding. Decoding
+# costs 3 to 11 bytes a pixel (RGB; RGBA converted to RGB; 16-bit gray
+# rescaled in float64), so 50 megapixels bounds one decode to about 0.5 GB
+# per tf.data worker. It is above the sizes of today's phones (12 to 48
+# MP), mirrorless cameras (24 to 45 MP) and 8K video frames (33 MP), and
+# under PIL's own decompression-bomb warning (89 MP). JPEGs, most big
+# photos, are decoded reduced, far below it.
+MAX_PIXELS = 50_000_000
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
@@ -89,6 +98,15 @@ class DataSpec:
             overlap (few-shot training with a full-size validation and
             test). Single-label local sources only; a `--smoke` run keeps
             at most its few examples. Defaults to `None` (all).
+        max_pixels: int. Image files with more pixels than this (width x
+            height, read from the file's header before anything is
+            decoded) are skipped and listed, not decoded: this bounds the
+            memory one image can take (a PNG of a few hundred KB can
+            declare gigabytes of pixels). Raise it for larger images;
+            above PIL's own limit (`PIL.Image.MAX_IMAGE_PIXELS`, 89
+            million) that limit is raised to it, for the whole process.
+            Folder and CSV sources. Defaults to `50_000_000` (50
+            megapixels, at most about 0.5 GB to decode).
 
     Example:
     ```python
@@ -126,6 +144,7 @@ class DataSpec:
     arrays: dict | None = None
     classes: tuple | None = None
     train_per_class: int | None = None
+    max_pixels: int = MAX_PIXELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +189,9 @@ class SkippedFile:
     Args:
         path: str. The file.
         reason: str. Why it was left out: `"missing"`, `"empty file"`,
-            `"not an image"` or `"corrupt: ..."`.
+            `"not an image"`, `"not a regular file: ..."` (a named pipe,
+            a device), `"a symbolic link loop"`, `"too large: ..."` (over
+            `DataSpec.max_pixels`) or `"corrupt: ..."`.
 
     Example:
     ```python
