@@ -48,7 +48,10 @@ def atomic_path(path, suffix=""):
 
 
 def write_text(path, text):
-    """Writes `text` to `path` atomically.
+    """Writes `text` to `path` atomically, as UTF-8 whatever the locale.
+
+    File names that are not valid UTF-8 (decoded by Python with surrogate
+    escapes) are written back as their original bytes.
 
     Args:
         path: str or path-like.
@@ -60,7 +63,7 @@ def write_text(path, text):
     ```
     """
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def _replace(tmp, path):

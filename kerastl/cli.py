@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import sys
+import warnings
 
 import click
 
@@ -42,6 +43,9 @@ def cli(verbose):
     if verbose:
         os.environ[logs.VERBOSE_ENV] = "1"
     logs.quiet_python_loggers()
+    # kerastl reads every image's size from its header and skips those over
+    # data.max_pixels with a reason; PIL's own warning would only repeat it.
+    warnings.filterwarnings("ignore", message=".*decompression bomb")
 
 
 def _version(package):

@@ -724,6 +724,11 @@ def evaluate_path(model_path, data=None, split=None, output_dir=None):
     else:
         if output_dir is not None:
             rundir.check_evaluation_dir(output_dir)
+        limit = {}
+        if is_run:
+            # The run's own limit on image size applies to its evaluations.
+            recorded = json.loads((model_path / rundir.RECIPE_FILE).read_text())
+            limit["max_pixels"] = Recipe.from_dict(recorded).data.max_pixels
         dataset, _, skipped, name = load_labelled_images(
             data,
             class_names=names,
@@ -731,6 +736,7 @@ def evaluate_path(model_path, data=None, split=None, output_dir=None):
             batch_size=32,
             multi_label=model.multi_label,
             split=split,
+            **limit,
         )
         home = model_path if model_path.is_dir() else model_path.parent
         output_dir = pathlib.Path(output_dir or home / "evaluations" / name)
