@@ -324,6 +324,17 @@ def layer_groups(backbone):
     return [group for group in groups if group.weights]
 
 
+def _registry():
+    """`{name: (family, registry entry)}` for keras-hub's image presets."""
+    registry = {}
+    for family in FAMILIES:
+        cls = getattr(keras_hub.models, family.backbone_class, None)
+        if cls is not None:
+            for name, entry in cls.presets.items():
+                registry[name] = (family, entry)
+    return registry
+
+
 def image_presets():
     """Names of the built-in keras-hub presets of image backbones.
 
@@ -332,12 +343,43 @@ def image_presets():
     "resnet_50_imagenet" in kerastl.backbones.image_presets()  # True
     ```
     """
-    names = set()
-    for family in FAMILIES:
-        cls = getattr(keras_hub.models, family.backbone_class, None)
-        if cls is not None:
-            names.update(cls.presets.keys())
-    return sorted(names)
+    return sorted(_registry())
+
+
+def _builtin_name(preset):
+    """The built-in preset `preset` is, or whose handle path names it."""
+    text = str(preset)
+    registry = _registry()
+    if text in registry:
+        return text
+    # keras-hub's own Kaggle handles carry the name as a path component:
+    # `kaggle://keras/resnetv1/keras/resnet_50_imagenet/3`.
+    names = [part for part in text.split("/") if part in registry]
+    return names[-1] if "://" in text and names else None
+
+
+def preset_family(preset):
+    """The `BackboneFamily` of a built-in preset, read offline.
+
+    Looks the name up in keras-hub's preset registry, which ships with the
+    package; nothing is downloaded. A handle whose path names a built-in
+    preset (keras-hub's own `kaggle://keras/resnetv1/keras/
+    resnet_50_imagenet/3`) counts as that preset.
+
+    Args:
+        preset: str. A keras-hub preset name or hub handle.
+
+    Returns:
+        The `BackboneFamily`, or `None` when `preset` names no image preset
+        of keras-hub's registry (another handle, a path, a typo).
+
+    Example:
+    ```python
+    kerastl.backbones.preset_family("resnet_50_imagenet").name  # "resnet"
+    ```
+    """
+    name = _builtin_name(preset)
+    return _registry()[name][0] if name else None
 
 
 def is_preset_handle(preset):
@@ -372,7 +414,7 @@ def check_preset(preset):
                 f"Preset directory '{text}' does not exist. Pass the name of a "
                 "keras-hub preset (see `kerastl presets`), a `kaggle://` or "
                 "`hf://` handle, or the path of a directory written by "
-                "`save_to_preset`. Received: preset={text!r}"
+                f"`save_to_preset`. Received: preset={text!r}"
             )
         return
     known = image_presets()
@@ -391,12 +433,89 @@ def check_preset(preset):
     )
 
 
-def _input_size_from_name(name):
-    # keras-hub preset metadata has no input size; names carry it
-    # ("vit_base_patch16_384_imagenet", "efficientnet_b1_..._r240_...").
-    sizes = [int(s) for s in re.findall(r"(?:^|_|r)(\d{3,4})(?=_|$)", name)]
-    sizes = [s for s in sizes if 96 <= s <= 1024]
-    return f"{sizes[-1]}x{sizes[-1]}" if sizes else "-"
+# Input sizes of built-in presets whose keras-hub description and name do not
+# state one, as their image_converter.json sets it. keras-hub converted them
+# from timm (tools/checkpoint_conversion/convert_{efficientnet,hgnetv2}_
+# checkpoints.py), whose loader copies `pretrained_cfg["input_size"]`; the
+# sizes are timm 1.0.31's default_cfgs (efficientnet_b2.ra_in1k: 256, ...).
+# Xception and DINOv2 come from their conversion scripts: Xception's
+# converter is built at 299x299, DINOv2's at the Hugging Face config's
+# image_size, 518 (also the size DINOV2Backbone's docstring feeds the preset).
+# Left out: efficientnet_{el,em,es} (keras-hub's registry points their
+# handles at efficientnet_b1_ft_imagenet), efficientnet2_rw_* (uploaded under
+# those same handles), MiT (its name's 512/640/1024 is the segmentation
+# crop, not the backbone's input) and DINOv3.
+_INPUT_SIZES = {
+    "efficientnet_b0_ra_imagenet": 224,
+    "efficientnet_b1_ft_imagenet": 224,
+    "efficientnet_b2_ra_imagenet": 256,
+    "efficientnet_b3_ra2_imagenet": 288,
+    "efficientnet_b4_ra2_imagenet": 320,
+    "efficientnet_b5_sw_imagenet": 416,
+    "efficientnet_b5_sw_ft_imagenet": 448,
+    "efficientnet_lite0_ra_imagenet": 224,
+    "hgnetv2_b4_ssld_stage2_ft_in1k": 224,
+    "hgnetv2_b5_ssld_stage1_in22k_in1k": 224,
+    "hgnetv2_b5_ssld_stage2_ft_in1k": 224,
+    "hgnetv2_b6_ssld_stage1_in22k_in1k": 224,
+    "hgnetv2_b6_ssld_stage2_ft_in1k": 224,
+    "xception_41_imagenet": 299,
+    **dict.fromkeys(
+        [
+            f"dinov2_{kind}{size}"
+            for kind in ("", "with_registers_")
+            for size in ("small", "base", "large", "giant")
+        ],
+        518,
+    ),
+}
+
+# A resolution in a name: timm's `r240` token, or the number after the patch
+# or window size (`vit_base_patch16_384`, `swin_base_patch4_window12_384`,
+# `google/vit-base-patch16-224-in21k`). Other numbers in names are depths
+# (`resnet_101`), widths (`mobilenet_v3_small_100`) or crops (`ade20k_512`).
+_SIZE_IN_NAME = re.compile(
+    r"(?:^|[_./-])(?:r|(?:patch|window)\d+[_-])(\d{3,4})(?=$|[_./-])"
+)
+_SIZE_IN_DESCRIPTION = re.compile(r"\b(\d{2,4})x(\d{2,4})\b")
+
+
+def preset_input_size(preset):
+    """The image size a preset's image converter resizes to, offline.
+
+    In order: the size keras-hub's registry description states ("at a
+    224x224 resolution"), kerastl's table of sizes looked up in keras-hub's
+    conversion scripts and timm's configs, then a resolution the name
+    states: the number after a patch or window size
+    (`vit_base_patch16_384`) or timm's `r240`. Numbers that name a depth or
+    width (`resnet_101_imagenet`) are never read as a size.
+
+    Args:
+        preset: str. A keras-hub preset name, or a `kaggle://`/`hf://`
+            handle (a handle that names a built-in preset counts as it;
+            of other handles only the text is read).
+
+    Returns:
+        `(height, width)`, or `None` when no offline source states it.
+
+    Example:
+    ```python
+    kerastl.backbones.preset_input_size("resnet_101_imagenet")  # (224, 224)
+    kerastl.backbones.preset_input_size("mit_b0_ade20k_512")  # None
+    ```
+    """
+    name = _builtin_name(preset)
+    if name:
+        entry = _registry()[name][1]
+        description = entry.get("metadata", {}).get("description", "")
+        match = _SIZE_IN_DESCRIPTION.search(description)
+        if match:
+            return int(match.group(1)), int(match.group(2))
+        if name in _INPUT_SIZES:
+            return _INPUT_SIZES[name], _INPUT_SIZES[name]
+    text = (name or str(preset)).lower()
+    sizes = [int(size) for size in _SIZE_IN_NAME.findall(text)]
+    return (sizes[-1], sizes[-1]) if sizes else None
 
 
 def _human_count(count):
@@ -415,32 +534,29 @@ def describe_presets(pattern=None):
 
     Returns:
         A list of `(name, family, params, input size, description)` string
-        tuples, sorted by name. The input size comes from the preset's
-        name where it states one, else `"-"`.
+        tuples, sorted by name. The input size is `preset_input_size`'s,
+        `"-"` where no offline source states it.
 
     Example:
     ```python
-    kerastl.backbones.describe_presets("resnet_50")[0][:3]
-    # ("resnet_50_imagenet", "resnet", "23.6M")
+    kerastl.backbones.describe_presets("resnet_50")[0][:4]
+    # ("resnet_50_imagenet", "resnet", "23.6M", "224x224")
     ```
     """
     rows = []
-    for family in FAMILIES:
-        cls = getattr(keras_hub.models, family.backbone_class, None)
-        if cls is None:
+    for name, (family, entry) in _registry().items():
+        if pattern and pattern.lower() not in f"{name} {family.name}":
             continue
-        for name, preset in cls.presets.items():
-            if pattern and pattern.lower() not in f"{name} {family.name}":
-                continue
-            metadata = preset.get("metadata", {})
-            description = " ".join(metadata.get("description", "").split())
-            rows.append(
-                (
-                    name,
-                    family.name,
-                    _human_count(metadata.get("params", 0)),
-                    _input_size_from_name(name),
-                    description[:70],
-                )
+        metadata = entry.get("metadata", {})
+        description = " ".join(metadata.get("description", "").split())
+        size = preset_input_size(name)
+        rows.append(
+            (
+                name,
+                family.name,
+                _human_count(metadata.get("params", 0)),
+                f"{size[0]}x{size[1]}" if size else "-",
+                description[:70],
             )
+        )
     return sorted(rows)

@@ -9,6 +9,7 @@ import keras
 import keras_hub
 import numpy as np
 
+from kerastl import standins
 from kerastl.classifier import TransferClassifier
 
 TINY_IMAGE_SIZE = 32
@@ -31,15 +32,17 @@ def tiny_resnet(image_size=TINY_IMAGE_SIZE):
     backbone, converter = kerastl.testing.tiny_resnet()
     ```
     """
-    backbone = keras_hub.models.ResNetBackbone(
+    # Smaller than the offline stand-in: three stages of basic blocks and a
+    # 3x3 stem suit 32x32 images.
+    backbone = standins.tiny_backbone(
+        "resnet",
+        image_size,
         input_conv_filters=[64],
         input_conv_kernel_sizes=[3],
         stackwise_num_filters=[64, 32, 16],
         stackwise_num_blocks=[1, 1, 1],
         stackwise_num_strides=[1, 2, 2],
         block_type="basic_block",
-        use_pre_activation=False,
-        image_shape=(image_size, image_size, 3),
     )
     return backbone, imagenet_converter(image_size)
 
@@ -52,11 +55,8 @@ def imagenet_converter(image_size):
     converter = kerastl.testing.imagenet_converter(96)
     ```
     """
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    return keras_hub.layers.ResNetImageConverter(
-        image_size=(image_size, image_size),
-        scale=[1 / (255 * s) for s in std],
-        offset=[-m / s for m, s in zip(mean, std, strict=True)],
+    return standins.Normalization("imagenet").converter(
+        keras_hub.layers.ResNetImageConverter, image_size
     )
 
 
@@ -77,16 +77,11 @@ def tiny_vit(image_size=TINY_IMAGE_SIZE, **kwargs):
     ```
     """
     config = dict(
-        image_shape=(image_size, image_size, 3),
-        patch_size=8,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        mlp_dim=32,
+        patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32
     )
-    backbone = keras_hub.models.ViTBackbone(**{**config, **kwargs})
-    converter = keras_hub.layers.ViTImageConverter(
-        image_size=(image_size, image_size), scale=2 / 255, offset=-1.0
+    backbone = standins.tiny_backbone("vit", image_size, **{**config, **kwargs})
+    converter = standins.Normalization("minus_one_to_one").converter(
+        keras_hub.layers.ViTImageConverter, image_size
     )
     return backbone, converter
 

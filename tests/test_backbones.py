@@ -144,3 +144,65 @@ def test_known_presets_and_handles_pass():
     backbones.check_preset("resnet_50_imagenet")
     backbones.check_preset("vit_base_patch16_224_imagenet")
     backbones.check_preset("hf://google/vit-base-patch16-224")
+
+
+def test_missing_preset_directory_names_it(tmp_path):
+    path = str(tmp_path / "nowhere")
+    with pytest.raises(ValueError) as info:
+        backbones.check_preset(path)
+    assert str(info.value).endswith(f"Received: preset={path!r}")
+
+
+# Input sizes of real presets, looked up: keras-hub's registry descriptions
+# (ResNet, DenseNet, MobileNet, ViT, Swin, CSPNet), timm 1.0.31's pretrained
+# configs of the checkpoints keras-hub converted (EfficientNet), keras-hub's
+# conversion scripts (Xception 299, DINOv2 518). `None` where no offline
+# source says: MiT's 512 is the segmentation crop of its SegFormer.
+TRUE_INPUT_SIZES = {
+    "resnet_101_imagenet": 224,
+    "resnet_152_imagenet": 224,
+    "resnet_vd_200_imagenet": 224,
+    "densenet_121_imagenet": 224,
+    "mobilenet_v3_small_100_imagenet": 224,
+    "vit_base_patch16_384_imagenet": 384,
+    "vit_large_patch32_224_imagenet21k": 224,
+    "deit_base_distilled_patch16_384_imagenet": 384,
+    "swin_base_patch4_window12_384": 384,
+    "csp_darknet_53_ra_imagenet": 256,
+    "efficientnet_b1_ra4_e3600_r240_imagenet": 240,
+    "efficientnet_b3_ra2_imagenet": 288,
+    "efficientnet_b5_sw_ft_imagenet": 448,
+    "xception_41_imagenet": 299,
+    "dinov2_small": 518,
+    "mit_b0_ade20k_512": None,
+}
+
+
+def test_presets_show_true_input_sizes():
+    rows = {row[0]: row for row in backbones.describe_presets()}
+    for name, size in TRUE_INPUT_SIZES.items():
+        expected = f"{size}x{size}" if size else "-"
+        assert rows[name][3] == expected, name
+
+
+@pytest.mark.parametrize(
+    "handle, size",
+    [
+        ("hf://google/vit-base-patch16-224-in21k", (224, 224)),
+        ("hf://timm/efficientnet_b1.ra4_e3600_r240_in1k", (240, 240)),
+        # keras-hub's own handle of a built-in preset is that preset.
+        ("kaggle://keras/resnetv1/keras/resnet_101_imagenet/3", (224, 224)),
+        # The 101 is a depth.
+        ("hf://timm/resnet101.a1_in1k", None),
+    ],
+)
+def test_input_size_of_handles(handle, size):
+    assert backbones.preset_input_size(handle) == size
+
+
+def test_preset_family_offline():
+    assert backbones.preset_family("resnet_50_imagenet").name == "resnet"
+    handle = "kaggle://keras/vit/keras/vit_base_patch16_224_imagenet/4"
+    assert backbones.preset_family(handle).name == "vit"
+    assert backbones.preset_family("hf://google/vit-base-patch16-224") is None
+    assert backbones.preset_family("resnet_50_imagenett") is None
