@@ -19,16 +19,26 @@ The cache is content-addressed. Under `cache_dir/<model key>/` each entry
   the same model key never runs through the backbone again, whichever
   entry holds it (changed labels or a few new images cost little).
 
-Entries are written atomically and never modified; deleting the cache
-directory is always safe.
+Entries are never trusted blindly. Each entry's `meta.json` holds the
+SHA-256 of its other files, and an entry is used only if every file
+matches. A damaged entry (truncated, altered or unreadable) is ignored:
+its images run through the backbone again, the entry of the data being
+read is rewritten, any other damaged entry is removed, and one warning
+line says how many were found. Entries appear by an atomic rename of a
+complete directory, so a run killed mid-write or two runs writing the same
+entry at once never leave a partial one; deleting the cache directory is
+always safe.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import pathlib
+import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -38,8 +48,10 @@ from kerastl import atomic
 CACHE_DIR_ENV = "KERASTL_CACHE_DIR"
 
 # Part of the model key: bump it when the entry layout changes, so old
-# entries are not read with the new layout.
-_FORMAT_VERSION = 1
+# entries are not read with the new layout. Version 2 added checksums.
+_FORMAT_VERSION = 2
+# The files of an entry whose SHA-256 `meta.json` records.
+_CHECKED_FILES = ("features.npy", "labels.npy", "images.npy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +63,8 @@ class CachedFeatures:
         labels: `(num_examples, ...)` array, as the dataset yielded them.
         batch_size: int. Size of the dataset's first batch.
         path: `pathlib.Path` of the cache entry.
-        hit: bool. Whether the entry existed already.
+        hit: bool. Whether an intact entry existed already (a damaged
+            one is rebuilt, and is no hit).
         computed: int. How many images ran through the backbone.
 
     Example:
@@ -125,19 +138,28 @@ def _array_digest(array):
 
 class _FeatureIndex:
     """Image digest -> features, over the entries of one model key and the
-    batches computed during this pass (a dataset may repeat an image)."""
+    batches computed during this pass (a dataset may repeat an image).
+
+    Only entries whose files match their checksums are indexed; the
+    others are listed in `damaged`.
+    """
 
     def __init__(self, root):
         self.sources = []
         self.rows = {}
+        self.entries = set()
+        self.damaged = []
         entries = sorted(root.iterdir()) if root.is_dir() else []
         for entry in entries:
             # Skip `atomic_path` temporaries of writes still in progress.
-            if not entry.name.startswith("."):
-                self.add(
-                    np.load(entry / "images.npy"),
-                    np.load(entry / "features.npy", mmap_mode="r"),
-                )
+            if entry.name.startswith("."):
+                continue
+            loaded = _load_entry(entry)
+            if loaded is None:
+                self.damaged.append(entry)
+            else:
+                self.entries.add(entry.name)
+                self.add(*loaded)
 
     def add(self, digests, features):
         source = len(self.sources)
@@ -151,6 +173,47 @@ class _FeatureIndex:
         if any(place is None for place in found):
             return None
         return np.stack([self.sources[s][row] for s, row in found])
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_entry(entry):
+    """An entry's `(image digests, features)`, or `None` if it is damaged.
+
+    Damaged: a file missing or unreadable, or not matching the SHA-256 in
+    `meta.json`, or arrays whose lengths disagree.
+    """
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        checksums = meta["sha256"]
+        for name in _CHECKED_FILES:
+            if _file_sha256(entry / name) != checksums[name]:
+                return None
+        digests = np.load(entry / "images.npy")
+        # Hashing just read the file, so mapping it reads the page cache.
+        features = np.load(entry / "features.npy", mmap_mode="r")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not len(digests) == len(features) == meta.get("examples"):
+        return None
+    return digests, features
+
+
+def _remove_entry(entry):
+    # Renamed away first, so a reader lists the whole entry or none of it.
+    aside = pathlib.Path(
+        tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent)
+    )
+    # Another run may have removed it first.
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(entry, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def cache_features(
@@ -167,8 +230,9 @@ def cache_features(
     Reads the dataset once. Each batch whose images all have cached features
     (same model key, same image bytes) is looked up; any other batch runs
     through `model.feature_extractor()` in inference mode. The result is
-    stored as a new entry unless one with the same data key exists. Prints
-    one line saying which, and where.
+    stored as a new entry unless an intact one with the same data key
+    exists. Prints one line saying which, and where, and a warning line
+    when damaged entries were found (see the module docstring).
 
     Args:
         model: a `kerastl.TransferClassifier`.
@@ -190,7 +254,9 @@ def cache_features(
     ```
     """
     cache = _FeatureCache(model, cache_dir)
-    return cache.read(dataset, name=name, verbose=verbose, print_fn=print_fn)
+    cached = cache.read(dataset, name=name, verbose=verbose, print_fn=print_fn)
+    cache.report_damage(print_fn)
+    return cached
 
 
 class _Extractor:
@@ -233,6 +299,7 @@ class _FeatureCache:
         self.root = root / model_key(model)
         self.index = _FeatureIndex(self.root)
         self.extractor = _Extractor(model)
+        self.rebuilt = []
 
     def read(self, dataset, *, name, verbose, print_fn):
         read = self._read(dataset, name, verbose)
@@ -243,18 +310,54 @@ class _FeatureCache:
             labels=np.concatenate(read.labels),
             batch_size=read.batch_size,
             path=entry,
-            hit=entry.is_dir(),
+            hit=entry.name in self.index.entries,
             computed=read.computed,
         )
         if cached.hit:
             print_fn(f"Feature cache hit ({name}): {entry}")
         else:
             _write_entry(cached, read.images)
+            self.index.entries.add(entry.name)
+            if entry in self.index.damaged:
+                self.rebuilt.append(entry)
             print_fn(
                 f"Feature cache written ({name}): {entry} ({read.computed} "
                 f"of {len(cached.features)} images through the backbone)"
             )
         return cached
+
+    def report_damage(self, print_fn):
+        """Removes the damaged entries no read rebuilt; warns about all."""
+        removed = []
+        for entry in self.index.damaged:
+            if entry in self.rebuilt or not entry.is_dir():
+                continue
+            # Checked again: another run may have rebuilt it meanwhile.
+            if _load_entry(entry) is None:
+                _remove_entry(entry)
+                removed.append(entry)
+        count = len(self.rebuilt) + len(removed)
+        if not count:
+            return
+        parts = []
+        if self.rebuilt:
+            parts.append(
+                f"{len(self.rebuilt)} rebuilt ({_paths(self.rebuilt)})"
+            )
+        if removed:
+            parts.append(
+                f"{len(removed)} removed ({_paths(removed)}), to be "
+                "computed again when the data is next read"
+            )
+        one = count == 1
+        print_fn(
+            f"Warning: {count} damaged feature-cache "
+            f"{'entry' if one else 'entries'} (truncated, altered or "
+            f"unreadable) {'was' if one else 'were'} not used: "
+            f"{'; '.join(parts)}. {'Its' if one else 'Their'} features were "
+            "computed again from the images; results are unaffected. If "
+            "this recurs, check the disk holding the cache."
+        )
 
     def _read(self, dataset, name, verbose):
         """Hashes every example; runs the backbone only on unknown images."""
@@ -327,27 +430,41 @@ def _progress_bar(dataset, verbose):
     )
 
 
+def _paths(entries):
+    return ", ".join(str(entry) for entry in entries)
+
+
 def _write_entry(cached, digests):
-    with atomic.atomic_path(cached.path) as tmp:
-        tmp.mkdir()
-        np.save(tmp / "features.npy", cached.features)
-        np.save(tmp / "labels.npy", cached.labels)
-        # One row of 32 SHA-256 bytes per image, in the rows' order.
-        np.save(
-            tmp / "images.npy",
-            np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 32),
-        )
-        (tmp / "meta.json").write_text(
-            json.dumps(
-                {
-                    "format": _FORMAT_VERSION,
-                    "examples": len(cached.features),
-                    "feature_dim": int(cached.features.shape[-1]),
-                    "backend": keras.config.backend(),
-                },
-                indent=2,
+    """Publishes the entry whole, by renaming a complete directory.
+
+    An existing (damaged) entry is swapped out atomically by
+    `atomic_path`. If another run publishes the same entry in the instant
+    between that check and the rename, the rename fails; its entry is
+    then kept, as it holds the same features.
+    """
+    try:
+        with atomic.atomic_path(cached.path) as tmp:
+            tmp.mkdir()
+            np.save(tmp / "features.npy", cached.features)
+            np.save(tmp / "labels.npy", cached.labels)
+            # One row of 32 SHA-256 bytes per image, in the rows' order.
+            np.save(
+                tmp / "images.npy",
+                np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 32),
             )
-        )
+            meta = {
+                "format": _FORMAT_VERSION,
+                "examples": len(cached.features),
+                "feature_dim": int(cached.features.shape[-1]),
+                "backend": keras.config.backend(),
+                "sha256": {
+                    name: _file_sha256(tmp / name) for name in _CHECKED_FILES
+                },
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    except OSError:
+        if _load_entry(cached.path) is None:
+            raise
 
 
 def head_model(model):
@@ -515,6 +632,7 @@ def fit_head_cached(
         validation_data = _validation_batches(
             cache.read(validation, name="validation", **options)
         )
+    cache.report_damage(print_fn)
     head = head_model(model)
     _compile_head(head, model)
     return head.fit(

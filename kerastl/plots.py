@@ -4,7 +4,8 @@ Every function takes plain numpy arrays (or history rows), writes one PNG
 atomically and returns its path, so this module needs neither Keras nor a
 backend. Figures are built on `matplotlib.figure.Figure`, never pyplot:
 no display and no global figure state, so plotting is safe from any thread
-and leaks nothing between calls.
+and leaks nothing between calls. Class names, stage names and run names are
+drawn exactly as typed: `$x_1$` or `a_b$c` is text, never mathtext or LaTeX.
 """
 
 import itertools
@@ -33,6 +34,11 @@ MAX_LABELLED_CLASSES = 100
 # PNG sides are kept below this many inches (100 dpi) so a figure for
 # thousands of classes stays a file a browser opens.
 MAX_INCHES = 60.0
+# Text properties for user-given strings (class, stage and run names):
+# matplotlib would read `$...$` as mathtext, which renders `$x_1$` as a
+# formula and raises on a name such as `$x_$`, and a matplotlibrc with
+# `text.usetex` would send `_` to LaTeX.
+_LITERAL = {"parse_math": False, "usetex": False}
 
 
 def training_curves(rows, path):
@@ -207,8 +213,9 @@ def confusion_matrix(matrix, class_names, path, normalize=True):
             ha="right" if num_classes <= 20 else "center",
             rotation_mode="anchor" if num_classes <= 20 else "default",
             fontsize=fontsize,
+            **_LITERAL,
         )
-        ax.set_yticks(ticks, labels=names, fontsize=fontsize)
+        ax.set_yticks(ticks, labels=names, fontsize=fontsize, **_LITERAL)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     kind = "fraction of each true class" if normalize else "counts"
@@ -255,7 +262,9 @@ def per_class_f1(f1, class_names, path):
         padding=2,
         fontsize=8,
     )
-    ax.set_yticks(positions, labels=[names[i] for i in order], fontsize=8)
+    ax.set_yticks(
+        positions, labels=[names[i] for i in order], fontsize=8, **_LITERAL
+    )
     # Bar 0, the worst class, at the top.
     ax.invert_yaxis()
     # Room to the right of a perfect score for its label.
@@ -443,11 +452,13 @@ def precision_recall_curves(y_true, probs, class_names, path, max_classes=20):
     if skipped:
         lines.append("no positives, not drawn: " + _name_list(names, skipped))
     if shown:
-        ax.legend(
+        legend = ax.legend(
             loc="center left",
             bbox_to_anchor=(1.02, 0.5),
             fontsize="small",
         )
+        for text in legend.get_texts():
+            text.update(_LITERAL)
     else:
         ax.text(
             0.5,
@@ -461,7 +472,7 @@ def precision_recall_curves(y_true, probs, class_names, path, max_classes=20):
     ax.set_ylim(0.0, 1.05)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title("\n".join(lines), fontsize="medium")
+    ax.set_title("\n".join(lines), fontsize="medium", **_LITERAL)
     ax.grid(True, alpha=0.3)
     return _save(figure, path)
 
@@ -571,7 +582,7 @@ def confident_mistakes(
         # Long class names would run into the next image.
         if len(title) > 32:
             title = title.replace(" / ", " /\n")
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=8, **_LITERAL)
     wrong, total = counts or (int((truth != predicted).sum()), len(truth))
     figure.suptitle(
         f"Most confident mistakes: {len(chosen)} of {wrong} wrong "
@@ -670,6 +681,7 @@ def _mark_stages(axes, rows, epochs):
         [middle for _, middle in named],
         labels=[name for name, _ in named],
         fontsize="small",
+        **_LITERAL,
     )
     stages.tick_params(length=0)
 
@@ -780,9 +792,9 @@ def comparison(runs, columns, path):
         for y, value in zip(positions, values, strict=True):
             text = "n/a" if np.isnan(value) else f"{value:.4g}"
             ax.text(0, y, f" {text}", va="center", fontsize=8)
-        ax.set_yticks(positions, runs, fontsize=8)
+        ax.set_yticks(positions, runs, fontsize=8, **_LITERAL)
         ax.invert_yaxis()
-        ax.set_title(name, fontsize=10)
+        ax.set_title(name, fontsize=10, **_LITERAL)
         ax.grid(True, axis="x", alpha=0.3)
     for ax in axes[len(names) :]:
         ax.axis("off")

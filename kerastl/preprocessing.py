@@ -23,7 +23,7 @@ NORMALIZATIONS = {
 }
 
 
-def standard_converter(name, image_size, converter_cls=None):
+def standard_converter(name, image_size, converter_cls=None, **kwargs):
     """An image converter that resizes and applies a named normalization.
 
     Args:
@@ -33,6 +33,8 @@ def standard_converter(name, image_size, converter_cls=None):
         converter_cls: a `keras_hub.layers.ImageConverter` subclass, e.g.
             `keras_hub.layers.ResNetImageConverter`. Defaults to the base
             class.
+        **kwargs: other converter arguments (`interpolation`,
+            `crop_to_aspect_ratio`, `antialias`).
 
     Returns:
         A `keras_hub.layers.ImageConverter`.
@@ -56,4 +58,5 @@ def standard_converter(name, image_size, converter_cls=None):
         image_size=None if image_size is None else tuple(image_size),
         scale=[1 / (255 * s) for s in std],
         offset=[-m / s for m, s in zip(mean, std, strict=True)],
+        **kwargs,
     )

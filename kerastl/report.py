@@ -14,10 +14,15 @@ Figures, in `plots/` (file names start with the split):
 - `<split>_reliability.png`: the reliability diagram, with the ECE;
 - `<split>_precision_recall.png` (multi-label): one curve per class;
 - `<split>_mistakes.png`: the most confidently wrong images.
+
+A figure is never worth a run's results: one that fails to draw is
+skipped with a warning, left out of the report, and any older file of
+that name is removed so it cannot pass for the new one.
 """
 
 import dataclasses
 import pathlib
+import warnings
 
 import numpy as np
 
@@ -52,6 +57,9 @@ class SplitEvaluation:
 
 def evaluate_split(model, predictions, name, output_dir):
     """Metrics and figures of one split; figures go to `output_dir/plots`.
+
+    A figure that fails to draw is skipped with a warning and left out of
+    `SplitEvaluation.plots`; the metrics never depend on the figures.
 
     Args:
         model: a `kerastl.TransferClassifier` (its temperature and
@@ -149,10 +157,30 @@ def _figures(model, predictions, probs, metrics, split, names):
 def _draw(figures, output_dir, split):
     folder = pathlib.Path(output_dir) / PLOTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    return {
-        caption: draw(folder / f"{split}_{stem}.png")
-        for caption, (stem, draw) in figures.items()
-    }
+    drawn = {}
+    for caption, (stem, draw) in figures.items():
+        path = _try_drawing(draw, folder / f"{split}_{stem}.png")
+        if path is not None:
+            drawn[caption] = path
+    return drawn
+
+
+def _try_drawing(draw, path):
+    """`draw(path)`, or `None` and a warning if drawing failed."""
+    try:
+        return draw(path)
+    except Exception as error:
+        # Whatever broke (a font, a label, the figure's size), the metrics
+        # and the model are already computed and must still be written.
+        path.unlink(missing_ok=True)
+        reason = " ".join(str(error).split())
+        warnings.warn(
+            f"could not draw {path}: {type(error).__name__}: {reason}; the "
+            "run's results are unaffected.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
 
 
 def _mistakes(model, predictions, probs, names, path):
@@ -209,13 +237,23 @@ def _count_wrong(model, predictions, probs):
 def training_curves(rows, output_dir):
     """`plots/training_curves.png` of a run's history rows; its caption.
 
+    Args:
+        rows: list of dicts, one per epoch (see `plots.training_curves`).
+        output_dir: path. The run directory.
+
+    Returns:
+        `{caption: path relative to output_dir}`, or `{}` (with a warning)
+        if the figure could not be drawn.
+
     Example:
     ```python
     kerastl.report.training_curves(rows, run_dir)
     ```
     """
     path = pathlib.Path(output_dir) / PLOTS_DIR / "training_curves.png"
-    plots.training_curves(rows, path)
+    drawn = _try_drawing(lambda to: plots.training_curves(rows, to), path)
+    if drawn is None:
+        return {}
     return {"Training curves": f"{PLOTS_DIR}/{path.name}"}
 
 

@@ -30,6 +30,7 @@ from kerastl import preprocessing
 from kerastl import presets
 from kerastl import report
 from kerastl import rundir
+from kerastl import standins
 from kerastl import thresholds
 from kerastl import training
 from kerastl.classifier import TransferClassifier
@@ -100,18 +101,29 @@ def load_converter(recipe):
 
 def _smoke_preset(recipe, print_fn):
     """`(recipe, converter)`; in a smoke run, a preset that cannot be
-    downloaded is replaced by a tiny random-weight stand-in of its family."""
-    try:
-        return recipe, load_converter(recipe)
-    except downloads.OfflineError:
-        from kerastl import standins
-
-        standin = standins.standin_preset(recipe.preset)
-    print_fn(
-        f"Smoke run offline: a tiny random-weight stand-in of "
-        f"'{recipe.preset}' ({standin.family}, its preprocessing and input "
-        f"size) replaces it: {standin.path}"
+    downloaded, or a local one still to be made (the preset of a run not
+    trained yet), is replaced by a tiny random-weight stand-in of its
+    family."""
+    preset = str(recipe.preset)
+    to_be_made = (
+        backbones.is_preset_handle(preset)
+        and "://" not in preset
+        and not pathlib.Path(preset).is_dir()
     )
+    if not to_be_made:
+        try:
+            return recipe, load_converter(recipe)
+        except downloads.OfflineError:
+            pass
+    standin = standins.standin_preset(preset)
+    if to_be_made:
+        print_fn(
+            f"Smoke run: preset directory '{preset}' does not exist yet (a "
+            "run still to be trained?); a tiny random-weight "
+            f"{standin.family} stands in for it: {standin.path}"
+        )
+    else:
+        print_fn(f"Smoke run: {standin.message}")
     recipe = dataclasses.replace(recipe, preset=str(standin.path))
     return recipe, load_converter(recipe)
 

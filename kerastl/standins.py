@@ -70,22 +70,12 @@ class Normalization:
     crop_to_aspect_ratio: bool = True
     antialias: bool = False
 
-    @property
-    def scale(self):
-        _, std = preprocessing.NORMALIZATIONS[self.name]
-        return [1 / (255 * s) for s in std]
-
-    @property
-    def offset(self):
-        mean, std = preprocessing.NORMALIZATIONS[self.name]
-        return [-m / s for m, s in zip(mean, std, strict=True)]
-
     def converter(self, converter_class, image_size):
         """A `converter_class` instance resizing to `image_size`."""
-        return converter_class(
-            image_size=_pair(image_size),
-            scale=self.scale,
-            offset=self.offset,
+        return preprocessing.standard_converter(
+            self.name,
+            _pair(image_size),
+            converter_class,
             interpolation=self.interpolation,
             crop_to_aspect_ratio=self.crop_to_aspect_ratio,
             antialias=self.antialias,

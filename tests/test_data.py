@@ -16,6 +16,7 @@ from kerastl.data import carving
 from kerastl.data import images
 from kerastl.data import load_data
 from kerastl.data import pipeline
+from kerastl.errors import OfflineError
 
 SIZE = (8, 8)
 RED = (255, 0, 0)
@@ -113,9 +114,10 @@ def test_tfds_smoke_runs_offline(name, label_key, multi_label, classes):
         assert labels.shape[1:] == ((classes,) if multi_label else ())
 
 
-def test_tfds_not_downloaded_is_a_data_error(tmp_path):
+def test_tfds_offline_is_one_paragraph(tmp_path):
+    # Sockets are blocked in tests: the machine is offline.
     spec = DataSpec("tfds", "cifar10", data_dir=str(tmp_path))
-    with pytest.raises(DataError, match="could not be downloaded") as info:
+    with pytest.raises(OfflineError, match="seems to be offline") as info:
         _load(spec)
     assert "data.data_dir" in str(info.value)
     assert "--smoke" in str(info.value)
@@ -223,11 +225,12 @@ def test_csv_delimited_single_and_multi_label(tmp_path):
     _solid(tmp_path / "img" / "r.png", RED)
     _solid(tmp_path / "img" / "b.png", BLUE)
     _solid(tmp_path / "img" / "g.png", GREEN)
+    _solid(tmp_path / "img" / "r2.png", RED)
     rows = [
         ["img/r.png", "red", "warm"],
         ["img/b.png", "blue", "cold"],
         [str(tmp_path / "img" / "g.png"), "green", "cold grass"],
-        ["img/r.png", "red", "warm"],
+        ["img/r2.png", "red", "warm"],
     ]
     table = _write_csv(tmp_path / "t.csv", ["path", "labels", "tags"], rows)
     bundle = _load(DataSpec("csv", str(table), validation_fraction=0.25))
@@ -248,12 +251,14 @@ def test_csv_delimited_single_and_multi_label(tmp_path):
 def test_csv_one_hot_columns_split_column_and_missing_file(tmp_path):
     _solid(tmp_path / "a.png", RED)
     _solid(tmp_path / "b.png", BLUE)
+    _solid(tmp_path / "c.png", BLUE)
+    _solid(tmp_path / "d.png", RED)
     rows = [
         ["a.png", "1", "0", "1", "train"],
         ["b.png", "0", "1", "0", "train"],
         ["gone.png", "1", "1", "0", "train"],
-        ["b.png", "0", "1", "1", "val"],
-        ["a.png", "1", "0", "0", "test"],
+        ["c.png", "0", "1", "1", "val"],
+        ["d.png", "1", "0", "0", "test"],
     ]
     header = ["path", "cat", "dog", "outdoor", "split"]
     table = _write_csv(tmp_path / "t.csv", header, rows)
@@ -534,3 +539,148 @@ def test_idx_smoke_without_files_stands_in(tmp_path):
     _, labels = _collect(bundle.splits["train"])
     assert np.bincount(labels).tolist() == [3] * 5
     assert set(bundle.splits) == {"train", "validation", "test"}
+
+
+# === CSV: encodings, repeated rows, one image in two splits ===
+
+
+def _numbered(folder, numbers):
+    """Solid images whose red value is 10 times their number."""
+    for number in numbers:
+        _solid(folder / f"{number}.png", (10 * number, 0, 0))
+
+
+def _numbers_and_labels(dataset):
+    """`{image number: label}` of a split, failing if a number repeats."""
+    x, y = _collect(dataset)
+    numbers = np.round(x[:, 0, 0, 0] / 10).astype(int).tolist()
+    assert len(set(numbers)) == len(numbers), numbers
+    labels = [row.tolist() if np.ndim(row) else int(row) for row in y]
+    return dict(zip(numbers, labels, strict=True))
+
+
+def test_csv_in_latin_1_is_a_data_error_saying_to_save_as_utf_8(tmp_path):
+    _solid(tmp_path / "a.png", RED)
+    table = tmp_path / "t.csv"
+    table.write_text("path,labels\na.png,café\n", encoding="latin-1")
+    position = table.read_bytes().index("é".encode("latin-1"))
+    with pytest.raises(DataError) as error:
+        _load(DataSpec("csv", str(table)))
+    message = str(error.value)
+    assert "\n" not in message
+    assert repr(str(table)) in message
+    assert "is not UTF-8" in message
+    assert f"byte at offset {position} (0xe9, line 2)" in message
+    assert "Save it as UTF-8, e.g." in message
+    assert "iconv -f latin1 -t utf-8" in message
+    # Excel's "Unicode Text" is UTF-16, which its byte order mark gives away.
+    table.write_text("path,labels\na.png,café\n", encoding="utf-16")
+    with pytest.raises(DataError, match=r"saved in UTF-16 .*iconv -f utf-16"):
+        _load(DataSpec("csv", str(table)))
+
+
+def test_csv_from_excel_with_a_byte_order_mark(tmp_path):
+    _numbered(tmp_path, [1, 2, 3])
+    train, validation = tmp_path / "t.csv", tmp_path / "v.csv"
+    # Excel's "CSV UTF-8" starts the file with a byte order mark.
+    train.write_text(
+        "path,labels\n1.png,café\n2.png,naïve\n", encoding="utf-8-sig"
+    )
+    validation.write_text("path,labels\n3.png,café\n", encoding="utf-8-sig")
+    assert train.read_bytes().startswith(b"\xef\xbb\xbf")
+    bundle = _load(DataSpec("csv", str(train), validation="v.csv"))
+    assert bundle.class_names == ["café", "naïve"]
+    assert _numbers_and_labels(bundle.splits["train"]) == {1: 0, 2: 1}
+    assert _numbers_and_labels(bundle.splits["validation"]) == {3: 0}
+
+
+def test_csv_repeated_rows_and_conflicting_labels(tmp_path):
+    _numbered(tmp_path, range(6))
+    rows = [
+        ["0.png", "a"],
+        ["1.png", "a"],
+        ["2.png", "b"],
+        ["./0.png", "a"],
+        ["3.png", "b"],
+        ["4.png", "a"],
+        ["0.png", "a"],
+        ["4.png", "b"],
+        ["5.png", "b"],
+    ]
+    table = _write_csv(tmp_path / "t.csv", ["path", "labels"], rows)
+    spec = DataSpec("csv", str(table), validation_fraction=0.4)
+    with pytest.warns(UserWarning) as caught:
+        bundle = _load(spec)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "dropped 2 duplicate rows" in messages[0]
+    assert repr(str(table)) in messages[0]
+    # Single-label: an image under two labels is left out, and named.
+    assert "1 image has conflicting labels" in messages[1]
+    assert f"{tmp_path / '4.png'} (rows 7 and 9: a, b)" in messages[1]
+    seen = {}
+    for split in ("train", "validation"):
+        seen.update(_numbers_and_labels(bundle.splits[split]))
+    assert seen == {0: 0, 1: 0, 2: 1, 3: 1, 5: 1}
+    assert sum(bundle.num_examples.values()) == 5
+
+
+def test_csv_multi_label_rows_of_one_image_are_merged(tmp_path):
+    _numbered(tmp_path, range(4))
+    rows = [["0.png", "a"], ["0.png", "b"], ["1.png", "b a"], ["2.png", "c"]]
+    table = _write_csv(tmp_path / "t.csv", ["path", "labels"], rows)
+    _write_csv(tmp_path / "v.csv", ["path", "labels"], [["3.png", "a"]])
+    spec = DataSpec("csv", str(table), validation="v.csv")
+    with pytest.warns(UserWarning, match="1 image is listed on several"):
+        bundle = _load(spec, multi_label=True)
+    assert _numbers_and_labels(bundle.splits["train"]) == {
+        0: [1.0, 1.0, 0.0],
+        1: [1.0, 1.0, 0.0],
+        2: [0.0, 0.0, 1.0],
+    }
+
+
+def test_csv_image_in_two_splits_stays_out_of_training(tmp_path):
+    _numbered(tmp_path, range(8))
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "1.png").symlink_to(tmp_path / "1.png")
+    rows = [
+        ["0.png", "a", "train"],
+        ["1.png", "a", "train"],
+        ["2.png", "b", "train"],
+        ["3.png", "a", "train"],
+        ["4.png", "b", "train"],
+        ["0.png", "a", "test"],
+        # The same file through a symlink, and through another spelling.
+        ["links/1.png", "a", "validation"],
+        [str(tmp_path / "links" / ".." / "2.png"), "b", "validation"],
+        ["6.png", "b", "validation"],
+        ["7.png", "a", "validation"],
+        ["5.png", "b", "test"],
+        ["7.png", "a", "test"],
+    ]
+    table = _write_csv(tmp_path / "t.csv", ["path", "labels", "split"], rows)
+    with pytest.warns(UserWarning) as caught:
+        bundle = _load(DataSpec("csv", str(table)))
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "3 images listed in training and in validation or test" in message
+    assert "1 image listed in validation and in test" in message
+    assert _numbers_and_labels(bundle.splits["train"]) == {3: 0, 4: 1}
+    assert _numbers_and_labels(bundle.splits["validation"]) == {
+        1: 0,
+        2: 1,
+        6: 1,
+    }
+    assert _numbers_and_labels(bundle.splits["test"]) == {0: 0, 5: 1, 7: 0}
+
+
+def test_csv_training_images_all_in_test_is_a_data_error(tmp_path):
+    _numbered(tmp_path, [0])
+    rows = [["0.png", "a", "train"], ["0.png", "a", "test"]]
+    table = _write_csv(tmp_path / "t.csv", ["path", "labels", "split"], rows)
+    with (
+        pytest.warns(UserWarning, match="dropped from training"),
+        pytest.raises(DataError, match="Every training image of .* is also"),
+    ):
+        _load(DataSpec("csv", str(table)))

@@ -274,3 +274,164 @@ def test_batches_without_labels_are_an_error(tmp_path):
     images = tf.data.Dataset.from_tensor_slices(testing.random_images(4))
     with pytest.raises(ValueError, match=r"`\(images, labels\)` batches"):
         features.cache_features(build(), images.batch(2), cache_dir=tmp_path)
+
+
+# === A damaged cache is rebuilt, never trusted ===
+
+
+def independent_features(model, images):
+    """Backbone + average pooling, without the classifier's own layers."""
+    maps = model.backbone(model.image_converter(images), training=False)
+    return keras.ops.convert_to_numpy(maps).mean(axis=(1, 2))
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def flip_bytes(path):
+    # The last bytes are feature values: the file still loads, wrong.
+    data = bytearray(path.read_bytes())
+    for i in range(1, 9):
+        data[-i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_entries_are_rebuilt_and_said_so(tmp_path):
+    images, labels = toy_data()
+    model = build()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    # Disjoint splits: each entry is the only source of its images.
+    train = batches(images[:12], labels[:12])
+    validation = batches(images[12:], labels[12:])
+    options = dict(epochs=1, cache_dir=tmp_path, verbose=0)
+    features.fit_head_cached(
+        model, train, validation, print_fn=lambda _: None, **options
+    )
+    entries = sorted(tmp_path.glob("*/*/features.npy"))
+    assert len(entries) == 2
+    truncate(entries[0])
+    flip_bytes(entries[1])
+
+    lines = []
+    history = features.fit_head_cached(
+        model, train, validation, print_fn=lines.append, **options
+    )
+    assert np.isfinite(history.history["val_loss"]).all()
+    warnings = [line for line in lines if line.startswith("Warning")]
+    assert len(warnings) == 1
+    assert "2 damaged feature-cache entries" in warnings[0]
+    assert "2 rebuilt" in warnings[0]
+    assert str(entries[0].parent) in warnings[0]
+    assert str(entries[1].parent) in warnings[0]
+
+    expected = independent_features(model, images)
+    again = []
+    for part, rows in ((train, slice(0, 12)), (validation, slice(12, 16))):
+        cached = features.cache_features(
+            model, part, cache_dir=tmp_path, verbose=0, print_fn=again.append
+        )
+        # The rebuilt entries are whole: read back without the backbone.
+        assert cached.hit and cached.computed == 0
+        np.testing.assert_allclose(cached.features, expected[rows], atol=1e-4)
+    assert not any(line.startswith("Warning") for line in again)
+    assert sorted(p.name for p in tmp_path.glob("*/*")) == sorted(
+        p.parent.name for p in entries
+    )
+
+
+def remove_file(path):
+    path.unlink()
+
+
+def garble(path):
+    path.write_text("{not json")
+
+
+@pytest.mark.parametrize(
+    "file_name, damage",
+    [
+        ("features.npy", truncate),
+        ("features.npy", flip_bytes),
+        ("images.npy", flip_bytes),
+        ("images.npy", remove_file),
+        ("meta.json", garble),
+    ],
+    ids=[
+        "truncated",
+        "altered",
+        "altered-digests",
+        "missing-file",
+        "unreadable-meta",
+    ],
+)
+def test_each_kind_of_damage_is_rebuilt(file_name, damage, tmp_path):
+    images, labels = toy_data(count=8)
+    model = build()
+    options = dict(cache_dir=tmp_path, verbose=0)
+    written = features.cache_features(
+        model, batches(images, labels), print_fn=lambda _: None, **options
+    )
+    damage(written.path / file_name)
+
+    lines = []
+    rebuilt = features.cache_features(
+        model, batches(images, labels), print_fn=lines.append, **options
+    )
+    assert not rebuilt.hit and rebuilt.computed == 8
+    assert rebuilt.path == written.path
+    np.testing.assert_allclose(
+        rebuilt.features, independent_features(model, images), atol=1e-4
+    )
+    assert lines[-1] == (
+        "Warning: 1 damaged feature-cache entry (truncated, altered or "
+        f"unreadable) was not used: 1 rebuilt ({written.path}). Its "
+        "features were computed again from the images; results are "
+        "unaffected. If this recurs, check the disk holding the cache."
+    )
+    later = features.cache_features(
+        model, batches(images, labels), print_fn=lines.append, **options
+    )
+    assert later.hit and later.computed == 0
+
+
+def test_damaged_entry_of_other_data_is_removed(tmp_path):
+    images, labels = toy_data()
+    model = build()
+    options = dict(cache_dir=tmp_path, verbose=0)
+    other = features.cache_features(
+        model, batches(images[8:], labels[8:]), print_fn=print, **options
+    )
+    flip_bytes(other.path / "features.npy")
+
+    lines = []
+    # Half of these images are in the damaged entry: they are computed.
+    cached = features.cache_features(
+        model, batches(images, labels), print_fn=lines.append, **options
+    )
+    assert cached.computed == 16
+    np.testing.assert_allclose(
+        cached.features, independent_features(model, images), atol=1e-4
+    )
+    assert "1 removed" in lines[-1] and str(other.path) in lines[-1]
+    assert [p.name for p in cached.path.parent.iterdir()] == [cached.path.name]
+
+
+def test_two_runs_writing_one_entry_leave_it_whole(tmp_path):
+    images, labels = toy_data(count=8)
+    model = build()
+    data = batches(images, labels)
+    quiet = dict(verbose=0, print_fn=lambda _: None)
+    # Both runs list the cache before either writes, so both write.
+    runs = [features._FeatureCache(model, tmp_path) for _ in range(2)]
+    paths = {run.read(data, name="data", **quiet).path for run in runs}
+    assert len(paths) == 1
+    (entry,) = paths
+    # No temporaries or set-aside copies are left next to the entry.
+    assert list(entry.parent.iterdir()) == [entry]
+    later = features.cache_features(model, data, cache_dir=tmp_path, **quiet)
+    assert later.hit and later.computed == 0
+    np.testing.assert_allclose(
+        later.features, independent_features(model, images), atol=1e-4
+    )

@@ -1,5 +1,6 @@
 import csv
 import io
+import pathlib
 import subprocess
 import sys
 
@@ -275,3 +276,177 @@ def test_writes_leave_no_temporary_files(tmp_path):
         "f1.png",
         "training.png",
     ]
+
+
+# === Class names are drawn as typed; a failed plot fails nothing ===
+
+# Mathtext markup, a name mathtext cannot parse, and non-ASCII.
+ODD_NAMES = ["$x_1$", "a_b", "c$d", "猫", "naïve", "$x_$"]
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions save, by file name."""
+    saved = {}
+    save = plots._save
+
+    def keep(figure, path):
+        saved[pathlib.Path(path).name] = figure
+        return save(figure, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return saved
+
+
+def assert_literal(texts, expected):
+    assert [text.get_text() for text in texts] == expected
+    for text in texts:
+        assert not text.get_parse_math() and not text.get_usetex()
+
+
+# No font here has CJK glyphs: matplotlib draws a box for 猫, and says so.
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
+def test_every_plot_draws_odd_class_names_as_typed(tmp_path, figures):
+    names = ODD_NAMES
+    count = len(names)
+    rng = np.random.default_rng(5)
+
+    plots.confusion_matrix(
+        rng.integers(0, 9, (count, count)), names, tmp_path / "cm.png"
+    )
+    (ax, _) = figures["cm.png"].axes
+    assert_literal(ax.get_xticklabels(), names)
+    assert_literal(ax.get_yticklabels(), names)
+
+    # Increasing scores keep the classes' order, worst on top.
+    plots.per_class_f1(np.linspace(0, 1, count), names, tmp_path / "f1.png")
+    assert_literal(figures["f1.png"].axes[0].get_yticklabels(), names)
+
+    y_true = (rng.random((40, count)) < 0.5).astype(int)
+    y_true[:, 0] = 0
+    probs = rng.random((40, count))
+    plots.precision_recall_curves(y_true, probs, names, tmp_path / "pr.png")
+    ax = figures["pr.png"].axes[0]
+    legend = ax.get_legend().get_texts()
+    assert_literal(
+        legend,
+        [
+            f"{name} (AP "
+            f"{metrics.average_precision_score(y_true[:, i], probs[:, i]):.2f})"
+            for i, name in enumerate(names)
+            if i > 0
+        ],
+    )
+    assert ax.title.get_text().endswith("no positives, not drawn: $x_1$")
+    assert_literal([ax.title], [ax.title.get_text()])
+
+    images = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    plots.confident_mistakes(
+        images, [5, 2], [0, 4], [0.9, 0.8], names, tmp_path / "m.png"
+    )
+    titles = [ax.title for ax in figures["m.png"].axes[:2]]
+    assert_literal(
+        titles,
+        ["true: $x_$ / pred: $x_1$ (0.90)", "true: c$d / pred: naïve (0.80)"],
+    )
+
+    rows = [{**row, "stage": names[i]} for i, row in enumerate(history_rows(2))]
+    plots.training_curves(rows, tmp_path / "curves.png")
+    stages = figures["curves.png"].axes[0].child_axes[0]
+    assert_literal(stages.get_xticklabels(), names[:2])
+
+    plots.comparison(names, {"accuracy": [0.5] * count}, tmp_path / "cmp.png")
+    assert_literal(figures["cmp.png"].axes[0].get_yticklabels(), names)
+
+    for name in figures:
+        png_size(tmp_path / name)
+
+
+def tiny_model(multi_label, class_names):
+    from kerastl import TransferClassifier
+    from kerastl import testing
+
+    backbone, converter = testing.tiny_resnet(16)
+    return TransferClassifier(
+        backbone,
+        num_classes=len(class_names),
+        image_converter=converter,
+        class_names=class_names,
+        multi_label=multi_label,
+    )
+
+
+def split_predictions(multi_label, count=24, seed=6):
+    from kerastl import evaluation
+
+    rng = np.random.default_rng(seed)
+    classes = len(ODD_NAMES)
+    if multi_label:
+        labels = (rng.random((count, classes)) < 0.4).astype("float32")
+    else:
+        labels = np.arange(count) % classes
+    logits = rng.normal(size=(count, classes)).astype("float32")
+    mistakes = np.arange(4)
+    images = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    return evaluation.Predictions(labels, logits, mistakes, images)
+
+
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
+@pytest.mark.parametrize(
+    "multi_label", [False, True], ids=["softmax", "sigmoid"]
+)
+def test_report_figures_with_odd_class_names(multi_label, tmp_path):
+    from kerastl import report
+
+    model = tiny_model(multi_label, ODD_NAMES)
+    result = report.evaluate_split(
+        model, split_predictions(multi_label), "test", tmp_path
+    )
+    stems = ["per_class_f1", "reliability", "mistakes"]
+    stems.append("precision_recall" if multi_label else "confusion_matrix")
+    assert sorted(result.plots.values()) == sorted(
+        f"plots/test_{stem}.png" for stem in stems
+    )
+    for figure in result.plots.values():
+        png_size(tmp_path / figure)
+
+
+def fail(*args, **kwargs):
+    raise RuntimeError("no room on the canvas")
+
+
+def test_a_failed_plot_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    from kerastl import report
+
+    model = tiny_model(False, ["cat", "dog", "emu", "fox", "gnu", "yak"])
+    predictions = split_predictions(False)
+    # A figure from an earlier evaluation must not pass for this one's.
+    stale = tmp_path / "plots" / "test_confusion_matrix.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"old")
+    monkeypatch.setattr(plots, "confusion_matrix", fail)
+    monkeypatch.setattr(plots, "training_curves", fail)
+
+    with pytest.warns(UserWarning) as caught:
+        result = report.evaluate_split(model, predictions, "test", tmp_path)
+        curves = report.training_curves(history_rows(2), tmp_path)
+    assert [str(w.message) for w in caught] == [
+        f"could not draw {tmp_path / 'plots' / name}: RuntimeError: no room "
+        "on the canvas; the run's results are unaffected."
+        for name in ("test_confusion_matrix.png", "training_curves.png")
+    ]
+    assert curves == {}
+    assert not stale.exists()
+    expected = metrics.accuracy_score(
+        predictions.labels, predictions.logits.argmax(axis=1)
+    )
+    assert result.metrics["accuracy"] == pytest.approx(expected)
+    assert len(result.plots) == 3
+    assert "confusion" not in " ".join(result.plots)
+
+    report.write_report(tmp_path / "report.md", "run", {}, [result])
+    text = (tmp_path / "report.md").read_text()
+    assert "confusion_matrix.png" not in text
+    for figure in result.plots.values():
+        assert f"]({figure})" in text
+        png_size(tmp_path / figure)

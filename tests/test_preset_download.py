@@ -399,7 +399,6 @@ def _check_offline_message(message, *fragments):
         assert fragment in message
 
 
-@pytest.mark.filterwarnings("ignore:A test tried to use socket")
 def test_offline_builtin_preset_fails_fast(kaggle_cache, monkeypatch):
     # pytest-socket blocks every connection, as a machine without network
     # would; DNS is made to answer so that the same happens everywhere.
@@ -437,7 +436,6 @@ def test_offline_dns_failure_through_kagglehub(kaggle_cache, monkeypatch):
     assert downloads.network_failure(info.value.__cause__) is not None
 
 
-@pytest.mark.filterwarnings("ignore:A test tried to use socket")
 def test_offline_hf_preset_fails_fast(hf_cache, monkeypatch):
     _resolve_to(monkeypatch, "192.0.2.1")
     start = time.monotonic()

@@ -127,7 +127,6 @@ def test_unknown_preset_is_a_short_error():
     assert "vit_base_patch16_224_imagenet" in str(info.value)
 
 
-@pytest.mark.filterwarnings("ignore:A test tried to use socket")
 def test_network_is_blocked_in_tests():
     with pytest.raises(pytest_socket.SocketBlockedError):
         socket.create_connection(("127.0.0.1", 9))

@@ -1,7 +1,13 @@
 """CSV tables of image paths and labels."""
 
+import codecs
 import csv
+import dataclasses
+import functools
+import io
+import os
 import pathlib
+import warnings
 
 from kerastl.data.examples import Examples
 from kerastl.data.examples import encode_labels
@@ -10,6 +16,37 @@ from kerastl.data.spec import DataError
 SPLIT_COLUMN = "split"
 # `split` column values used when `DataSpec.validation` / `.test` is `None`.
 _DEFAULT_VALUES = {"validation": ("validation", "val"), "test": ("test",)}
+# An image listed in several splits stays in the first of these.
+_SPLIT_PRIORITY = ("test", "validation", "train")
+# How many images a warning names before "and N more".
+_SHOWN = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """One image row: its path (joined to the CSV's folder), its label
+    names, and where it is, for messages."""
+
+    path: str
+    labels: tuple
+    table: pathlib.Path
+    number: int
+    # Numbers of further rows of the same image merged into this one.
+    merged: tuple = ()
+
+    @property
+    def place(self):
+        place = f"Row {self.number} of {str(self.table)!r}"
+        if self.merged:
+            rows = _listed(map(str, self.merged), len(self.merged))
+            place += f" (with row(s) {rows}, the same image)"
+        return place
+
+    @functools.cached_property
+    def image(self):
+        # The file itself: two spellings of a path, or a symlink and its
+        # target, are one image.
+        return os.path.realpath(self.path)
 
 
 def _read_rows(path, spec):
@@ -20,10 +57,33 @@ def _read_rows(path, spec):
             "(and data.validation / data.test, when they name CSV files) at "
             "an existing CSV of image paths and labels."
         )
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        rows = list(reader)
+    data = path.read_bytes()
+    # Excel's "CSV UTF-8" starts with a byte order mark: not a header byte.
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = data[start:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = start + error.start
+        line = data.count(b"\n", 0, offset) + 1
+        utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        # The byte order mark names UTF-16; Latin-1 is the usual otherwise.
+        source = "utf-16" if utf16 else "latin1"
+        saved = (
+            'UTF-16 (Excel\'s "Unicode Text")'
+            if utf16
+            else "another encoding, most often Latin-1 (Windows-1252) by "
+            "Excel or an older tool"
+        )
+        raise DataError(
+            f"The CSV file {str(path)!r} is not UTF-8: the byte at offset "
+            f"{offset} (0x{data[offset]:02x}, line {line}) is not valid "
+            f"UTF-8, so the file was saved in {saved}. Save it as UTF-8, "
+            'e.g. in Excel with Save As > "CSV UTF-8", or with '
+            f"`iconv -f {source} -t utf-8 old.csv > new.csv`."
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = reader.fieldnames or []
+    rows = list(reader)
     needed = [spec.path_column]
     needed += list(spec.label_columns or [spec.label_column])
     missing = [c for c in needed if c not in columns]
@@ -77,7 +137,20 @@ def load_table(spec, multi_label):
     `spec.test` (`test` when `None`); without one, every row is training
     data and `spec.validation` / `spec.test` may name further CSV files.
     Images listed but missing are skipped later, with the reason
-    `"missing"`.
+    `"missing"`. Files must be UTF-8 (a byte order mark, as Excel writes,
+    is fine); any other encoding is a `DataError` saying so.
+
+    An image is one file, whatever the spelling of its path or a symlink
+    to it. Listed more than once, it is used once, with a warning:
+
+    - in one split with the same labels: the repeated rows are dropped;
+    - in one split with different labels: for multi-label data it gets
+      the union of its rows' labels (one row per image and label is a
+      common layout); for single-label data it is a conflict, and the
+      image is left out of that split and named;
+    - in several splits: it stays only in test, else validation, and is
+      dropped from the others, so no image is both learned from (or
+      tuned on) and evaluated on.
 
     Args:
         spec: a `DataSpec` with `source="csv"`.
@@ -96,7 +169,7 @@ def load_table(spec, multi_label):
     csv_path = pathlib.Path(spec.name or "")
     rows, columns = _read_rows(csv_path, spec)
     folder = csv_path.parent
-    # Each split: a list of (image path, label names, where) triples.
+    # Each split: a list of `_Row`.
     raw = {}
     if SPLIT_COLUMN in columns:
         wanted = {"train": (spec.train,)}
@@ -114,10 +187,11 @@ def load_table(spec, multi_label):
                     "data.train, data.validation or data.test."
                 )
             raw.setdefault(lookup[value], []).append(
-                (
+                _Row(
                     _row_path(row, spec, folder, place),
-                    _row_labels(row, spec, place),
-                    place,
+                    tuple(_row_labels(row, spec, place)),
+                    csv_path,
+                    number,
                 )
             )
     else:
@@ -133,16 +207,28 @@ def load_table(spec, multi_label):
             for number, row in enumerate(split_rows, start=2):
                 place = f"Row {number} of {str(path)!r}"
                 raw[split].append(
-                    (
+                    _Row(
                         _row_path(row, spec, path.parent, place),
-                        _row_labels(row, spec, place),
-                        place,
+                        tuple(_row_labels(row, spec, place)),
+                        path,
+                        number,
                     )
                 )
+    raw = {
+        split: _one_row_per_image(split_rows, multi_label)
+        for split, split_rows in raw.items()
+    }
     if not raw.get("train"):
         raise DataError(
             f"The CSV file {str(csv_path)!r} lists no training images. Add "
             "rows, or check data.train against its split column."
+        )
+    raw = _one_split_per_image(raw, csv_path)
+    if not raw["train"]:
+        raise DataError(
+            f"Every training image of {str(csv_path)!r} is also listed in "
+            "validation or test, so none is left to train on. Give training "
+            "its own images."
         )
     if spec.class_names:
         class_names = list(spec.class_names)
@@ -150,16 +236,155 @@ def load_table(spec, multi_label):
         class_names = list(spec.label_columns)
     else:
         class_names = sorted(
-            {n for r in raw.values() for _, ns, _ in r for n in ns}
+            {
+                n
+                for split_rows in raw.values()
+                for r in split_rows
+                for n in r.labels
+            }
         )
     splits = {}
-    for split, triples in raw.items():
-        if not triples:
+    for split, split_rows in raw.items():
+        if not split_rows:
             raise DataError(
                 f"The {split} CSV lists no images. Add rows, or leave "
                 f"data.{split} unset."
             )
-        paths, label_sets, places = zip(*triples, strict=True)
-        labels = encode_labels(label_sets, class_names, multi_label, places)
-        splits[split] = Examples(labels, paths=list(paths))
+        labels = encode_labels(
+            [r.labels for r in split_rows],
+            class_names,
+            multi_label,
+            [r.place for r in split_rows],
+        )
+        splits[split] = Examples(labels, paths=[r.path for r in split_rows])
     return class_names, splits
+
+
+def _one_row_per_image(rows, multi_label):
+    """The split's rows with each image once; warns about what it dropped
+    or merged (see `load_table`)."""
+    by_image = {}
+    for row in rows:
+        by_image.setdefault(row.image, []).append(row)
+    kept, duplicates, merged, conflicts = [], [], [], []
+    for image_rows in by_image.values():
+        first = image_rows[0]
+        seen = [set(first.labels)]
+        for row in image_rows[1:]:
+            if set(row.labels) in seen:
+                duplicates.append(row)
+            else:
+                seen.append(set(row.labels))
+        if len(seen) == 1:
+            kept.append(first)
+            continue
+        # Label order as first listed, so the merged row reads naturally.
+        names = tuple(dict.fromkeys(n for r in image_rows for n in r.labels))
+        described = _described(image_rows, names)
+        if multi_label:
+            merged_numbers = tuple(row.number for row in image_rows[1:])
+            kept.append(
+                dataclasses.replace(first, labels=names, merged=merged_numbers)
+            )
+            merged.append(described)
+        else:
+            conflicts.append(described)
+    if duplicates:
+        examples = [
+            f"row {row.number} ({row.path})" for row in duplicates[:_SHOWN]
+        ]
+        _warn(
+            f"The CSV file {str(rows[0].table)!r}: dropped "
+            f"{_count(len(duplicates), 'duplicate row')} that "
+            f"{_verb(len(duplicates), 'lists', 'list')} an image again in "
+            "the same split with the same labels: "
+            f"{_listed(examples, len(duplicates))}. Each image is used once."
+        )
+    if merged:
+        _warn(
+            f"The CSV file {str(rows[0].table)!r}: "
+            f"{_count(len(merged), 'image')} "
+            f"{_verb(len(merged), 'is', 'are')} listed on several rows with "
+            "different labels. The task is multi-label, so each such image "
+            "has the labels of all its rows: "
+            f"{_listed(merged[:_SHOWN], len(merged))}. Remove a row if its "
+            "labels are a mistake."
+        )
+    if conflicts:
+        _warn(
+            f"The CSV file {str(rows[0].table)!r}: "
+            f"{_count(len(conflicts), 'image')} "
+            f"{_verb(len(conflicts), 'has', 'have')} conflicting labels and "
+            f"{_verb(len(conflicts), 'was', 'were')} left out, as the task "
+            "is single-label (one class per image): "
+            f"{_listed(conflicts[:_SHOWN], len(conflicts))}. Keep one label "
+            "per image, or train with multi_label=True if an image can "
+            "show several classes."
+        )
+    return kept
+
+
+def _one_split_per_image(raw, csv_path):
+    """Each image in one split only, the first of `_SPLIT_PRIORITY` that
+    lists it; warns how many were dropped from the others."""
+    owner = {}
+    for split in _SPLIT_PRIORITY:
+        for row in raw.get(split, ()):
+            owner.setdefault(row.image, split)
+    dropped = {}
+    kept = {}
+    for split, rows in raw.items():
+        kept[split] = [row for row in rows if owner[row.image] == split]
+        dropped[split] = [row for row in rows if owner[row.image] != split]
+    parts = []
+    if dropped.get("train"):
+        parts.append(
+            f"{_count(len(dropped['train']), 'image')} listed in training "
+            "and in validation or test "
+            f"{_verb(len(dropped['train']), 'was', 'were')} dropped from "
+            "training"
+        )
+    if dropped.get("validation"):
+        parts.append(
+            f"{_count(len(dropped['validation']), 'image')} listed in "
+            "validation and in test "
+            f"{_verb(len(dropped['validation']), 'was', 'were')} dropped "
+            "from validation"
+        )
+    if parts:
+        rows = dropped.get("train", []) + dropped.get("validation", [])
+        _warn(
+            f"The CSV data of {str(csv_path)!r}: {' and '.join(parts)}, so "
+            "no image is both learned from and evaluated on (paths are "
+            "compared after resolving symlinks): "
+            f"{_listed([row.path for row in rows[:_SHOWN]], len(rows))}. "
+            "List each image in one split only."
+        )
+    return kept
+
+
+def _described(rows, names):
+    numbers = _listed([str(row.number) for row in rows], len(rows))
+    return f"{rows[0].path} (rows {numbers}: {', '.join(names)})"
+
+
+def _count(count, noun):
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _verb(count, singular, plural):
+    return singular if count == 1 else plural
+
+
+def _listed(items, total):
+    """The items as "a, b and c", or "a, b and 7 more" past those shown."""
+    items = list(items)
+    if total > len(items):
+        return f"{', '.join(items)} and {total - len(items)} more"
+    if len(items) == 1:
+        return items[0]
+    return f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _warn(message):
+    warnings.warn(message, UserWarning, stacklevel=2)
