@@ -82,18 +82,31 @@ class CachedFeatures:
     computed: int
 
 
-def default_cache_dir():
-    """`$KERASTL_CACHE_DIR`, else `~/.cache/kerastl/features`.
+def cache_root():
+    """Where kerastl keeps what it can always rebuild: `$KERASTL_CACHE_DIR`,
+    else `~/.cache/kerastl`. Features go to `features/`, smoke-run
+    stand-in presets to `standins/`.
 
     Example:
     ```python
-    kerastl.features.default_cache_dir()
+    kerastl.features.cache_root()  # ~/.cache/kerastl
     ```
     """
     configured = os.environ.get(CACHE_DIR_ENV)
     if configured:
         return pathlib.Path(configured).expanduser()
-    return pathlib.Path.home() / ".cache" / "kerastl" / "features"
+    return pathlib.Path.home() / ".cache" / "kerastl"
+
+
+def default_cache_dir():
+    """The feature cache: `cache_root() / "features"`.
+
+    Example:
+    ```python
+    kerastl.features.default_cache_dir()  # ~/.cache/kerastl/features
+    ```
+    """
+    return cache_root() / "features"
 
 
 def model_key(model):

@@ -492,14 +492,14 @@ def default_directory(preset):
     """Where `standin_preset` keeps a preset's stand-in by default.
 
     `standins/<preset>` under kerastl's cache directory
-    (`$KERASTL_CACHE_DIR`, see `kerastl.features.default_cache_dir`).
+    (`$KERASTL_CACHE_DIR`, see `kerastl.features.cache_root`).
 
     Example:
     ```python
     kerastl.standins.default_directory("resnet_50_imagenet")
     ```
     """
-    return features.default_cache_dir() / "standins" / _slug(str(preset))
+    return features.cache_root() / "standins" / _slug(str(preset))
 
 
 def standin_preset(preset, directory=None, seed=0):

@@ -127,7 +127,7 @@ def test_a_held_run_dir_is_refused_naming_the_holder(tmp_path):
             rundir.check_output_dir(run_dir, resume=True)
     finally:
         holder.send_signal(signal.SIGKILL)
-        holder.wait()
+        holder.communicate()
     # The kernel dropped the dead process's lock: nothing is stale.
     rundir.claim(run_dir).release()
 

@@ -219,7 +219,7 @@ def test_build_leaves_the_callers_random_streams_alone(tmp_path):
 
 def test_cached_under_the_kerastl_cache_dir_and_reused():
     standin = standins.standin_preset("resnet_50_imagenet")
-    expected = features.default_cache_dir() / "standins" / "resnet_50_imagenet"
+    expected = features.cache_root() / "standins" / "resnet_50_imagenet"
     assert standin.path == expected
     weights = standin.path / "model.weights.h5"
     written = weights.stat().st_mtime_ns
