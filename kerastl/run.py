@@ -42,8 +42,10 @@ from kerastl.recipe import Recipe
 from kerastl.recipe import RecipeError
 from kerastl.recipe import apply_overrides
 
-# A smoke run trains each stage for one epoch of at most this many steps.
+# A smoke run trains each stage for one epoch of at most this many steps,
+# of batches of at most this many images per device.
 SMOKE_STEPS = 2
+SMOKE_BATCH = 8
 EVALUATED_SPLITS = ("validation", "test")
 # The data files a run started with, kept with the checkpoint for --resume.
 MANIFEST_FILE = "data_manifest.json"
@@ -150,12 +152,19 @@ def build_model(recipe, class_names, converter):
         )
 
 
-def load_recipe_data(recipe, image_size, smoke=False):
-    """Loads the recipe's data at `image_size` (see `kerastl.data`)."""
+def load_recipe_data(recipe, image_size, smoke=False, batch_size=None):
+    """Loads the recipe's data at `image_size` (see `kerastl.data`), in
+    batches of `batch_size` (default: the recipe's).
+
+    Example:
+    ```python
+    bundle = kerastl.run.load_recipe_data(recipe, (224, 224))
+    ```
+    """
     return load_data(
         recipe.data,
         image_size=image_size,
-        batch_size=recipe.batch_size,
+        batch_size=batch_size or recipe.batch_size,
         multi_label=recipe.multi_label,
         seed=recipe.seed,
         augment=recipe.augment,
@@ -284,17 +293,26 @@ def fit_recipe(
             "fine-tuning rates (1e-4) the backbone barely moves. "
             "mixed_bfloat16 keeps float32 weights with bfloat16 math."
         )
+    run = _Run(
+        recipe, output_dir, smoke, resume, origin, start, placement, print_fn
+    )
     with placement.scope():
-        return _fit_placed(
-            recipe,
-            output_dir,
-            smoke,
-            resume,
-            origin,
-            start,
-            placement,
-            print_fn,
-        )
+        return _fit_placed(run)
+
+
+@dataclasses.dataclass
+class _Run:
+    """One `fit_recipe` call, as its steps pass it on."""
+
+    recipe: Recipe
+    output_dir: object
+    smoke: bool
+    resume: bool
+    origin: object
+    start: float
+    placement: object
+    print_fn: object
+    run_dir: pathlib.Path | None = None
 
 
 def data_folder(spec):
@@ -314,30 +332,39 @@ def data_folder(spec):
     return None
 
 
-def _write_run_files(run_dir, recipe, smoke, origin):
+def _write_run_files(run):
     atomic.write_text(
-        run_dir / rundir.RECIPE_FILE, json.dumps(recipe.to_dict(), indent=2)
+        run.run_dir / rundir.RECIPE_FILE,
+        json.dumps(run.recipe.to_dict(), indent=2),
     )
     atomic.write_text(
-        run_dir / rundir.RUN_FILE,
-        json.dumps({"smoke": smoke, **(origin or {})}),
+        run.run_dir / rundir.RUN_FILE,
+        json.dumps({"smoke": run.smoke, **(run.origin or {})}),
     )
 
 
-def _fit_placed(
-    recipe, output_dir, smoke, resume, origin, start, placement, print_fn
-):
+def _fit_placed(run):
     """`fit_recipe` from the data on, inside the devices' scope.
 
     The run directory is created (or claimed) and locked only once the
     preset, the data and the model have loaded, so a bad preset or bad data
     leaves no empty run behind.
     """
-    if smoke:
+    recipe, placement, print_fn = run.recipe, run.placement, run.print_fn
+    if run.smoke:
         recipe, converter = _smoke_preset(recipe, print_fn)
+        run.recipe = recipe
     else:
         converter = load_converter(recipe)
-    bundle = load_recipe_data(recipe, converter.image_size, smoke=smoke)
+    batch_size = recipe.batch_size
+    if run.smoke:
+        # A smoke run checks code paths, not throughput: small batches keep
+        # it to seconds on a CPU at any input size (each device still gets
+        # a share).
+        batch_size = min(batch_size, SMOKE_BATCH * placement.replicas)
+    bundle = load_recipe_data(
+        recipe, converter.image_size, smoke=run.smoke, batch_size=batch_size
+    )
     bundle.splits = {
         name: placement.even_batches(split)
         for name, split in bundle.splits.items()
@@ -352,47 +379,27 @@ def _fit_placed(
     trainee = model
     if recipe.teacher:
         # The student trains through a Distiller; the student is saved.
-        trainee = _distiller(recipe, model, bundle, converter, smoke, print_fn)
+        trainee = _distiller(
+            recipe, model, bundle, converter, run.smoke, print_fn
+        )
         print_fn(
             f"Distillation: teacher {trainee.teacher_source}, alpha "
             f"{recipe.distill_alpha}, temperature {recipe.distill_temperature}"
         )
-    if output_dir is None:
+    if run.output_dir is None:
         lock = rundir.new_run_dir(rundir.default_parent(recipe.name))
     else:
-        lock = rundir.claim(output_dir, resume=resume)
+        lock = rundir.claim(run.output_dir, resume=run.resume)
     with lock:
-        return _train_and_report(
-            recipe,
-            model,
-            trainee,
-            bundle,
-            lock.run_dir,
-            smoke,
-            resume,
-            origin,
-            start,
-            placement,
-            print_fn,
-        )
+        run.run_dir = lock.run_dir
+        return _train_and_report(run, model, trainee, bundle)
 
 
-def _train_and_report(
-    recipe,
-    model,
-    trainee,
-    bundle,
-    run_dir,
-    smoke,
-    resume,
-    origin,
-    start,
-    placement,
-    print_fn,
-):
+def _train_and_report(run, model, trainee, bundle):
     """`fit_recipe` from training on, holding the run directory's lock."""
+    recipe, run_dir, print_fn = run.recipe, run.run_dir, run.print_fn
     checkpoint = run_dir / rundir.CHECKPOINT_DIR
-    resuming = resume and (checkpoint / checkpoints.STATE_FILE).exists()
+    resuming = run.resume and (checkpoint / checkpoints.STATE_FILE).exists()
     if resuming:
         changed = manifest.changes(recipe.data, checkpoint / MANIFEST_FILE)
         if changed:
@@ -403,28 +410,21 @@ def _train_and_report(
                 "uninterrupted one."
             )
     else:
-        _write_run_files(run_dir, recipe, smoke, origin)
+        _write_run_files(run)
     _report_skipped(bundle.skipped, run_dir, print_fn)
 
     def record_resumed_settings():
         # A resumed run's recipe (with its new --set values) is recorded
         # once its checkpoint has been restored; a checkpoint that does not
         # fit leaves recipe.json as it was, so a plain --resume still works.
-        _write_run_files(run_dir, recipe, smoke, origin)
+        _write_run_files(run)
 
     train_start = time.perf_counter()
     with _interruptions(run_dir, print_fn):
         if not resuming:
             manifest.record(recipe.data, checkpoint / MANIFEST_FILE)
         rows = _fine_tune(
-            recipe,
-            trainee,
-            bundle,
-            run_dir,
-            smoke,
-            placement,
-            record_resumed_settings if resuming else None,
-            print_fn,
+            run, trainee, bundle, record_resumed_settings if resuming else None
         )
     train_seconds = time.perf_counter() - train_start
     predict_start = time.perf_counter()
@@ -433,9 +433,9 @@ def _train_and_report(
     # Data pipeline included: what a user predicting a folder gets.
     images_per_second = predicted / (time.perf_counter() - predict_start)
     fit_decisions(model, recipe, predictions.get("validation"), print_fn)
-    model.save(run_dir / "model.keras")
-    model.save_to_preset(run_dir / "preset")
-    atomic.write_text(run_dir / "history.csv", _history_csv(rows))
+    model.save(run_dir / rundir.MODEL_FILE)
+    model.save_to_preset(run_dir / rundir.PRESET_DIR)
+    atomic.write_text(run_dir / rundir.HISTORY_FILE, _history_csv(rows))
 
     evaluations = [
         report.evaluate_split(model, split_predictions, split, run_dir)
@@ -445,9 +445,9 @@ def _train_and_report(
     summary = {
         "backend": keras.config.backend(),
         "precision": recipe.precision,
-        "devices": placement.devices,
-        "smoke": smoke,
-        "wall_clock_seconds": round(time.perf_counter() - start, 2),
+        "devices": run.placement.devices,
+        "smoke": run.smoke,
+        "wall_clock_seconds": round(time.perf_counter() - run.start, 2),
         "train_seconds": round(train_seconds, 2),
         "eval_images_per_second": round(images_per_second, 1),
         "num_parameters": int(model.count_params()),
@@ -455,7 +455,9 @@ def _train_and_report(
         "thresholds": model.thresholds,
         "splits": splits,
     }
-    atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
+    atomic.write_text(
+        run_dir / rundir.METRICS_FILE, json.dumps(summary, indent=2)
+    )
     _write_report(run_dir, recipe, summary, rows, evaluations)
     # model.keras now holds what the checkpoint did.
     shutil.rmtree(run_dir / rundir.CHECKPOINT_DIR, ignore_errors=True)
@@ -507,15 +509,14 @@ def _interruptions(run_dir, print_fn):
         raise TrainingDiverged(f"{error} Run directory: {run_dir}") from error
 
 
-def _fine_tune(
-    recipe, model, bundle, run_dir, smoke, placement, on_resumed, print_fn
-):
+def _fine_tune(run, model, bundle, on_resumed):
+    recipe = run.recipe
     return training.fine_tune(
         model,
         bundle.splits["train"],
         bundle.splits.get("validation"),
         recipe.stages,
-        max_steps=SMOKE_STEPS if smoke else None,
+        max_steps=SMOKE_STEPS if run.smoke else None,
         label_smoothing=recipe.label_smoothing,
         early_stopping=recipe.early_stopping,
         monitor=recipe.monitor,
@@ -524,11 +525,11 @@ def _fine_tune(
         feature_cache=recipe.feature_cache
         and not recipe.teacher
         and not _randomized(recipe.augment)
-        and placement.replicas == 1,
+        and run.placement.replicas == 1,
         seed=recipe.seed,
-        checkpoint_dir=run_dir / rundir.CHECKPOINT_DIR,
+        checkpoint_dir=run.run_dir / rundir.CHECKPOINT_DIR,
         on_resumed=on_resumed,
-        print_fn=print_fn,
+        print_fn=run.print_fn,
     )
 
 
@@ -606,7 +607,7 @@ def _report_skipped(skipped, run_dir, print_fn):
     if not skipped:
         return
     lines = [f"{item.path}\t{item.reason}" for item in skipped]
-    atomic.write_text(run_dir / "skipped_files.txt", "\n".join(lines) + "\n")
+    atomic.write_text(run_dir / rundir.SKIPPED_FILE, "\n".join(lines) + "\n")
     shown = "\n".join(f"  {line}" for line in lines[:10])
     more = f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
     print_fn(
@@ -655,7 +656,7 @@ def _write_report(run_dir, recipe, summary, rows, evaluations):
     if curves:
         training_section += "\n\n" + report.figure_links(curves)
     report.write_report(
-        run_dir / "report.md",
+        run_dir / rundir.REPORT_FILE,
         recipe.name,
         facts,
         evaluations,
@@ -672,8 +673,10 @@ def load_run(run_dir):
     ```
     """
     run_dir = pathlib.Path(run_dir)
-    recipe = Recipe.from_dict(json.loads((run_dir / "recipe.json").read_text()))
-    model = keras.models.load_model(run_dir / "model.keras")
+    recipe = Recipe.from_dict(
+        json.loads((run_dir / rundir.RECIPE_FILE).read_text())
+    )
+    model = keras.models.load_model(run_dir / rundir.MODEL_FILE)
     return recipe, model
 
 
@@ -707,7 +710,7 @@ def evaluate_path(model_path, data=None, split=None, output_dir=None):
     from kerastl.data.loader import load_labelled_images
 
     model_path = pathlib.Path(model_path)
-    is_run = (model_path / "metrics.json").is_file()
+    is_run = (model_path / rundir.METRICS_FILE).is_file()
     if data is None and not is_run:
         raise ValueError(
             f"{model_path} is not a finished run directory, so it has no "
@@ -718,9 +721,9 @@ def evaluate_path(model_path, data=None, split=None, output_dir=None):
     names = model.class_names or [str(i) for i in range(model.num_classes)]
     if data is None:
         recipe = Recipe.from_dict(
-            json.loads((model_path / "recipe.json").read_text())
+            json.loads((model_path / rundir.RECIPE_FILE).read_text())
         )
-        summary = json.loads((model_path / "metrics.json").read_text())
+        summary = json.loads((model_path / rundir.METRICS_FILE).read_text())
         bundle = load_recipe_data(
             recipe, model.image_size, smoke=summary.get("smoke", False)
         )
@@ -760,7 +763,7 @@ def evaluate_path(model_path, data=None, split=None, output_dir=None):
     summary["splits"][name] = result.metrics
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(
-        output_dir / "metrics.json", json.dumps(summary, indent=2)
+        output_dir / rundir.METRICS_FILE, json.dumps(summary, indent=2)
     )
     result.report_path = output_dir / (
         f"evaluation_{name}.md" if data is None else "report.md"
