@@ -431,3 +431,22 @@ def test_fit_refuses_a_class_without_images(tmp_path, case, expected):
     assert expected in message
     assert "remove the" in message.lower()
     assert not (tmp_path / "run").exists()
+
+
+def test_a_file_linked_into_two_split_folders_stays_in_evaluation(tmp_path):
+    root = tmp_path / "data"
+    for split in ("train", "validation"):
+        for name, color in (("a", RED), ("b", BLUE)):
+            (root / split / name).mkdir(parents=True)
+            for i in range(2):
+                _png(root / split / name / f"{split}{i}.png", color)
+    # The same training image, linked into validation too.
+    (root / "validation" / "a" / "leak.png").symlink_to(
+        root / "train" / "a" / "train0.png"
+    )
+    spec = DataSpec("folder", str(root))
+    with pytest.warns(UserWarning, match=r"dropped \(1 from train\)"):
+        bundle = load_data(
+            spec, image_size=(8, 8), batch_size=4, multi_label=False, seed=0
+        )
+    assert bundle.num_examples == {"train": 3, "validation": 5}

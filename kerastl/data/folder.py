@@ -1,6 +1,8 @@
 """Image folders: one subfolder per class, optionally one folder per split."""
 
+import os
 import pathlib
+import warnings
 
 import numpy as np
 
@@ -168,4 +170,40 @@ def load_folder(spec, multi_label, every_class=True):
         if multi_label:
             labels = np.eye(len(class_names), dtype=np.float32)[labels]
         splits[split] = Examples(labels, paths=paths)
-    return class_names, splits
+    return class_names, _one_split_per_file(splits, folders["train"])
+
+
+# When one file is reached from several split folders (through links), the
+# split it stays in: evaluation splits win, so nothing evaluated was learnt.
+_SPLIT_PRIORITY = ("test", "validation", "train")
+
+
+def _one_split_per_file(splits, root):
+    """Drops from each split the files (compared after resolving links)
+    that a split earlier in `_SPLIT_PRIORITY` holds too; warns how many."""
+    owner = {}
+    for split in _SPLIT_PRIORITY:
+        for path in splits[split].paths if split in splits else ():
+            owner.setdefault(os.path.realpath(path), split)
+    dropped = []
+    for split, examples in splits.items():
+        keep = [
+            i
+            for i, path in enumerate(examples.paths)
+            if owner[os.path.realpath(path)] == split
+        ]
+        if len(keep) < len(examples):
+            dropped += [
+                f"{len(examples) - len(keep)} from {split}",
+            ]
+            splits[split] = examples.take(keep)
+    if dropped:
+        warnings.warn(
+            f"The image folder {str(root)!r} reaches the same files from "
+            f"several split folders (through links); they were dropped "
+            f"({', '.join(dropped)}) so that no image is both learnt from and "
+            "evaluated on. Keep each image in one split folder.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return splits
