@@ -129,14 +129,10 @@ def _vit(size):
 
 
 def _deit(size):
-    return dict(
-        image_shape=(*size, 3),
-        patch_size=16,
-        num_layers=4,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=128,
-    )
+    # The ViT stand-in's shape; keras-hub's DeiT names its MLP width apart.
+    config = _vit(size)
+    config["intermediate_dim"] = config.pop("mlp_dim")
+    return config
 
 
 def _dinov2(size):

@@ -9,6 +9,11 @@ from kerastl.data.spec import MAX_PIXELS
 from kerastl.data.spec import DataError
 from kerastl.data.spec import SkippedFile
 
+# An image found in several splits stays in the first of these: evaluation
+# splits win, so nothing evaluated on was learnt from (CSV and folder
+# sources).
+SPLIT_PRIORITY = ("test", "validation", "train")
+
 
 @dataclasses.dataclass
 class Examples:

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from kerastl.data.examples import SPLIT_PRIORITY
 from kerastl.data.examples import Examples
 from kerastl.data.spec import DataError
 
@@ -173,16 +174,11 @@ def load_folder(spec, multi_label, every_class=True):
     return class_names, _one_split_per_file(splits, folders["train"])
 
 
-# When one file is reached from several split folders (through links), the
-# split it stays in: evaluation splits win, so nothing evaluated was learnt.
-_SPLIT_PRIORITY = ("test", "validation", "train")
-
-
 def _one_split_per_file(splits, root):
     """Drops from each split the files (compared after resolving links)
-    that a split earlier in `_SPLIT_PRIORITY` holds too; warns how many."""
+    that a split earlier in `SPLIT_PRIORITY` holds too; warns how many."""
     owner = {}
-    for split in _SPLIT_PRIORITY:
+    for split in SPLIT_PRIORITY:
         for path in splits[split].paths if split in splits else ():
             owner.setdefault(os.path.realpath(path), split)
     dropped = []

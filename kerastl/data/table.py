@@ -9,6 +9,7 @@ import os
 import pathlib
 import warnings
 
+from kerastl.data.examples import SPLIT_PRIORITY
 from kerastl.data.examples import Examples
 from kerastl.data.examples import encode_labels
 from kerastl.data.spec import DataError
@@ -16,8 +17,6 @@ from kerastl.data.spec import DataError
 SPLIT_COLUMN = "split"
 # `split` column values used when `DataSpec.validation` / `.test` is `None`.
 _DEFAULT_VALUES = {"validation": ("validation", "val"), "test": ("test",)}
-# An image listed in several splits stays in the first of these.
-_SPLIT_PRIORITY = ("test", "validation", "train")
 # How many images a warning names before "and N more".
 _SHOWN = 5
 
@@ -325,10 +324,10 @@ def _one_row_per_image(rows, multi_label):
 
 
 def _one_split_per_image(raw, csv_path):
-    """Each image in one split only, the first of `_SPLIT_PRIORITY` that
+    """Each image in one split only, the first of `SPLIT_PRIORITY` that
     lists it; warns how many were dropped from the others."""
     owner = {}
-    for split in _SPLIT_PRIORITY:
+    for split in SPLIT_PRIORITY:
         for row in raw.get(split, ()):
             owner.setdefault(row.image, split)
     dropped = {}
