@@ -4,7 +4,7 @@ For each epoch count E it times, end to end (model compile and feature
 pass included), on the current `KERAS_BACKEND`:
 
 - in-graph: `model.freeze_backbone()` then `model.fit` for E epochs;
-- cold: `kerastl.features.fit_head_cached` with an empty cache directory
+- cold: `kerastl.train.features.fit_head_cached` with an empty cache directory
   (one backbone pass, then E epochs of the head);
 - warm: the same call again from a fresh model object with the same
   weights, as a later run would make it (no backbone pass at all).
@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 
-from kerastl import logs
+from kerastl.utils import logs
 
 # TensorFlow's native start-up chatter stays out of the benchmark's output.
 with logs.quiet_native_logs():
@@ -32,8 +32,8 @@ with logs.quiet_native_logs():
 
     from kerastl import TransferClassifier
     from kerastl import bench
-    from kerastl import features
-    from kerastl import testing
+    from kerastl.data import synthetic
+    from kerastl.train import features
 
 NUM_CLASSES = 10
 
@@ -156,7 +156,7 @@ def main():
     args = parse_args()
     epoch_counts = [int(e) for e in args.epochs.split(",")]
     fresh, description = model_factory(args)
-    images, labels = testing.color_images(
+    images, labels = synthetic.color_images(
         args.examples + args.validation_examples,
         NUM_CLASSES,
         image_size=args.image_size,

@@ -9,7 +9,7 @@ it has run, and it imports no module outside Keras' own packages to find
 one. So kerastl registers its saveable classes with Keras as soon as both
 are imported, in either order: at once if Keras came first, otherwise right
 after Keras' import. TensorFlow's native start-up lines are kept out of the
-console meanwhile (`kerastl.logs`).
+console meanwhile (`kerastl.utils.logs`).
 """
 
 import contextlib
@@ -17,19 +17,20 @@ import importlib
 import importlib.abc
 import sys
 
-from kerastl import distribution
-from kerastl import logs
+from kerastl import _moved
+from kerastl.utils import distribution
+from kerastl.utils import logs
 
 __version__ = "0.1.0"
 
 _LAZY_ATTRIBUTES = {
-    "TransferClassifier": "kerastl.classifier",
-    "FeaturePooling": "kerastl.pooling",
-    "LayerGroup": "kerastl.backbones",
-    "Recipe": "kerastl.recipe",
-    "Stage": "kerastl.recipe",
-    "fine_tune": "kerastl.training",
-    "Distiller": "kerastl.distill",
+    "TransferClassifier": "kerastl.models.classifier",
+    "FeaturePooling": "kerastl.models.pooling",
+    "LayerGroup": "kerastl.models.backbones",
+    "Recipe": "kerastl.runs.recipe",
+    "Stage": "kerastl.train.stage",
+    "fine_tune": "kerastl.train.stages",
+    "Distiller": "kerastl.train.distillation",
 }
 
 __all__ = ["__version__", *_LAZY_ATTRIBUTES]
@@ -37,12 +38,12 @@ __all__ = ["__version__", *_LAZY_ATTRIBUTES]
 # Every module defining a class that a `.keras` file can name (decorated
 # with `keras.saving.register_keras_serializable`).
 _SERIALIZABLE_MODULES = (
-    "kerastl.calibration",
-    "kerastl.classifier",
-    "kerastl.distill",
-    "kerastl.losses",
-    "kerastl.optimizers",
-    "kerastl.pooling",
+    "kerastl.evaluate.calibration",
+    "kerastl.models.classifier",
+    "kerastl.train.distillation",
+    "kerastl.train.losses",
+    "kerastl.train.optimizers",
+    "kerastl.models.pooling",
 )
 # Packages that can import Keras while they are themselves half-imported
 # (TensorFlow imports Keras from its `__init__`) and that registering needs
@@ -76,16 +77,16 @@ class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
     modules, which import Keras themselves. When the outermost watched
     import ends with Keras imported, the finder removes itself and imports
     `_SERIALIZABLE_MODULES`. Waiting for the outermost one means registering
-    never meets a module half-imported, as `kerastl.classifier` is while its
-    own `import keras` runs. It finds nothing itself: the finders after it
-    do, and it only wraps their loader.
+    never meets a module half-imported, as `kerastl.models.classifier` is
+    while its own `import keras` runs. It finds nothing itself: the finders
+    after it do, and it only wraps their loader.
     """
 
     def __init__(self):
         self._running = 0
 
     def find_spec(self, fullname, path=None, target=None):
-        if not (
+        if fullname in _moved.MOVED or not (
             fullname in _WATCHED_PACKAGES or fullname.startswith("kerastl.")
         ):
             return None
@@ -141,6 +142,7 @@ class _WatchedLoader:
         self._finder.exec_module(self._loader, module)
 
 
+sys.meta_path.append(_moved.MovedModules())
 if "keras" in sys.modules:
     _import_model_modules(_SERIALIZABLE_MODULES)
 else:

@@ -10,7 +10,7 @@ images fed through kerastl's own input pipeline:
 - the same backbone in keras-hub's own classifier (`ImageClassifier`, or
   `ViTImageClassifier` for ViTs), compiled the same way and fed by the same
   pipeline: the ratio is kerastl's overhead (target: under 3%);
-- head-only training on cached features (`kerastl.features`) against the
+- head-only training on cached features (`kerastl.train.features`) against the
   same epochs in-graph on a frozen backbone;
 - on the PyTorch backend, a plain PyTorch training loop of the same
   architecture built with transformers, as the native peer.
@@ -33,14 +33,15 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from kerastl import backbones
-from kerastl import distribution
-from kerastl import features
-from kerastl import testing
-from kerastl.classifier import TransferClassifier
 from kerastl.data import Augment
 from kerastl.data import DataSpec
 from kerastl.data import load_data
+from kerastl.data import synthetic
+from kerastl.models import backbones
+from kerastl.models import standins
+from kerastl.models.classifier import TransferClassifier
+from kerastl.train import features
+from kerastl.utils import distribution
 
 # Built-in architectures (random weights): no download, and a transformers
 # twin for the PyTorch peer.
@@ -124,7 +125,7 @@ def built_in_backbone(name, image_size):
             f"The built-in benchmark models are {', '.join(BUILT_IN)}; for "
             f"anything else pass a preset. Received: {name!r}"
         )
-    return backbone, testing.imagenet_converter(image_size)
+    return backbone, standins.imagenet_converter(image_size)
 
 
 def _model_parts(settings):
@@ -221,7 +222,7 @@ def _pipeline_speed(data, settings):
 def _synthetic_data(settings):
     """Train and validation splits through kerastl's pipeline, repeated."""
     count = settings.batch_size * max(settings.steps, 4)
-    images, labels = testing.color_images(
+    images, labels = synthetic.color_images(
         count, NUM_CLASSES, image_size=settings.image_size
     )
     bundle = load_data(

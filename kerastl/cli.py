@@ -18,10 +18,10 @@ import warnings
 import click
 
 from kerastl import __version__
-from kerastl import distribution
 from kerastl import errors
-from kerastl import logs
-from kerastl import text
+from kerastl.utils import distribution
+from kerastl.utils import logs
+from kerastl.utils import text
 
 BACKENDS = ("jax", "tensorflow", "torch")
 EXPORT_FORMATS = ("saved_model", "onnx", "litert")
@@ -88,7 +88,7 @@ def info():
 def _select_backend(backend, gpu_memory=None):
     """Sets KERAS_BACKEND before Keras is imported; refuses a late switch.
 
-    Then prepares the devices (`kerastl.distribution.prepare_process`)
+    Then prepares the devices (`kerastl.utils.distribution.prepare_process`)
     before anything can compute.
     """
     if backend is not None:
@@ -177,7 +177,7 @@ class _FitCommand(click.Command):
 
     def format_epilog(self, ctx, formatter):
         with logs.quiet_native_logs():
-            from kerastl import recipe as recipes
+            from kerastl.runs import recipe as recipes
 
         formatter.write_paragraph()
         formatter.write_text(
@@ -259,8 +259,8 @@ def fit(
         if value is not None:
             overrides.append(f"{key}={value}")
     with logs.quiet_native_logs():
-        from kerastl import recipe as recipes
-        from kerastl import run
+        from kerastl.runs import fit
+        from kerastl.runs import recipe as recipes
 
     if recipe_path is None and resume_dir is None:
         raise click.UsageError("Give a RECIPE file, or --resume RUN_DIR.")
@@ -280,13 +280,13 @@ def fit(
             )
             click.echo(recipes.describe(recipe))
         if resume_dir is not None:
-            run.resume_recipe(resume_dir, recipe, () if recipe else overrides)
+            fit.resume_recipe(resume_dir, recipe, () if recipe else overrides)
         else:
             origin = {
                 "file": str(recipe_path.resolve()),
                 "overrides": list(overrides),
             }
-            run.fit_recipe(
+            fit.fit_recipe(
                 recipe, output_dir=output_dir, smoke=smoke, origin=origin
             )
 
@@ -327,14 +327,14 @@ def evaluate(model_path, data, split, output_dir, backend):
     """
     _select_backend(backend)
     with logs.quiet_native_logs():
-        from kerastl import evaluation
-        from kerastl import run
+        from kerastl.evaluate import metrics
+        from kerastl.runs import fit
 
     with _user_errors():
-        result = run.evaluate_path(
+        result = fit.evaluate_path(
             model_path, data=data, split=split, output_dir=output_dir
         )
-    click.echo(evaluation.metrics_table({result.name: result.metrics}))
+    click.echo(metrics.metrics_table({result.name: result.metrics}))
     click.echo(f"Report: {result.report_path}")
 
 
@@ -382,16 +382,16 @@ def predict(model_path, inputs, top_k, output_format, as_json, tta):
     """
     _select_backend(None)
     with logs.quiet_native_logs():
-        from kerastl import prediction
+        from kerastl.deploy import predict
 
     with _user_errors():
-        model = prediction.load_model(model_path)
-        results = prediction.predict_files(model, inputs, top_k=top_k, tta=tta)
+        model = predict.load_model(model_path)
+        results = predict.predict_files(model, inputs, top_k=top_k, tta=tta)
     if as_json or output_format == "json":
         click.echo(json.dumps(results, indent=2))
         return
     if output_format == "csv":
-        click.echo(prediction.as_csv(results), nl=False)
+        click.echo(predict.as_csv(results), nl=False)
         return
     for result in results:
         if "error" in result:
@@ -438,13 +438,13 @@ def export(model_path, export_format, output, backend):
     """
     _select_backend(backend)
     with logs.quiet_native_logs():
-        from kerastl import export as exporting
-        from kerastl import prediction
+        from kerastl.deploy import export as exporting
+        from kerastl.deploy import predict
 
     with _user_errors():
         # Before loading: an unsupported backend/format pair fails at once.
         exporting.check_supported(export_format)
-        model = prediction.load_model(model_path)
+        model = predict.load_model(model_path)
         artifact, sidecar = exporting.export_model(
             model,
             export_format,
@@ -475,7 +475,7 @@ def compare(run_dirs, output_dir):
     split when every run has one, else validation; e.g. ResNet-50 against
     ViT-B/16 on the same recipe.
     """
-    from kerastl import compare as comparing
+    from kerastl.runs import compare as comparing
 
     if len(run_dirs) < 2:
         raise click.UsageError("Give at least two run directories.")
@@ -490,7 +490,7 @@ def compare(run_dirs, output_dir):
 def presets(pattern):
     """List keras-hub image presets (optionally matching PATTERN)."""
     with logs.quiet_native_logs():
-        from kerastl import backbones
+        from kerastl.models import backbones
 
     rows = backbones.describe_presets(pattern)
     if not rows:
@@ -572,8 +572,8 @@ def lr_find(
     """
     _select_backend(backend)
     with logs.quiet_native_logs():
-        from kerastl import lr_find as finder
-        from kerastl import recipe as recipes
+        from kerastl.runs import recipe as recipes
+        from kerastl.train import lr_find as finder
 
     with _user_errors():
         recipe = recipes.apply_overrides(
@@ -686,7 +686,7 @@ def bench(
     click.echo()
     click.echo(benchmark.format_table(results))
     if output is not None:
-        from kerastl import atomic
+        from kerastl.utils import atomic
 
         atomic.write_text(output, json.dumps(results, indent=2))
         click.echo(f"Results: {output}")

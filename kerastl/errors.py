@@ -13,7 +13,7 @@ class RecipeError(ValueError):
     Example:
     ```python
     try:
-        recipe = kerastl.recipe.load_recipe("recipes/pets.py")
+        recipe = kerastl.runs.recipe.load_recipe("recipes/pets.py")
     except kerastl.errors.RecipeError as error:
         print(error)
     ```
@@ -37,7 +37,7 @@ class RunDirError(ValueError):
     Example:
     ```python
     try:
-        kerastl.rundir.check_output_dir("my_photos")
+        kerastl.runs.rundir.check_output_dir("my_photos")
     except kerastl.errors.RunDirError as error:
         print(error)
     ```

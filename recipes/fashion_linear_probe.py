@@ -9,8 +9,8 @@ from kerastl import Recipe
 from kerastl import Stage
 from kerastl.data import Augment
 from kerastl.data import DataSpec
-from kerastl.data.idx import FASHION_MNIST_CLASSES
-from kerastl.data.idx import FASHION_MNIST_DIR
+from kerastl.data.idx_source import FASHION_MNIST_CLASSES
+from kerastl.data.idx_source import FASHION_MNIST_DIR
 
 recipe = Recipe(
     name="fashion_linear_probe",

@@ -15,8 +15,8 @@ from kerastl import Recipe
 from kerastl import Stage
 from kerastl.data import Augment
 from kerastl.data import DataSpec
-from kerastl.data.idx import FASHION_MNIST_CLASSES
-from kerastl.data.idx import FASHION_MNIST_DIR
+from kerastl.data.idx_source import FASHION_MNIST_CLASSES
+from kerastl.data.idx_source import FASHION_MNIST_DIR
 
 # Architecture only (no weights): a 3-stage basic-block ResNet, 1.2M
 # parameters, 32x32 input; the 28x28 grayscale images are made RGB and

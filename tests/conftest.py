@@ -1,7 +1,15 @@
 import os
+import pathlib
 
 # Before Keras is imported anywhere: hide TensorFlow's native logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The scripts and recipes that tests run in subprocesses import the test kit
+# (tests/kit.py) as the tests do.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(
+        None, [str(pathlib.Path(__file__).parent), os.environ.get("PYTHONPATH")]
+    )
+)
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
@@ -15,13 +23,29 @@ def pytest_addoption(parser):
     )
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "backends(*names, reason): runs only on these Keras backends.",
+    )
+    config.addinivalue_line(
+        "markers",
+        "skip_backends(*names, reason): skipped on these Keras backends.",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-large"):
-        return
-    skip = pytest.mark.skip(reason="downloads presets; pass --run-large")
+    backend = keras.config.backend()
+    large = pytest.mark.skip(reason="downloads presets; pass --run-large")
     for item in items:
-        if "large" in item.keywords:
-            item.add_marker(skip)
+        if "large" in item.keywords and not config.getoption("--run-large"):
+            item.add_marker(large)
+        only = item.get_closest_marker("backends")
+        if only and backend not in only.args:
+            item.add_marker(pytest.mark.skip(reason=only.kwargs["reason"]))
+        skipped = item.get_closest_marker("skip_backends")
+        if skipped and backend in skipped.args:
+            item.add_marker(pytest.mark.skip(reason=skipped.kwargs["reason"]))
 
 
 def pytest_report_header(config):

@@ -23,18 +23,19 @@ if keras.config.backend() == "tensorflow":
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
 
+import kit  # noqa: E402
+
 import kerastl  # noqa: E402
-from kerastl import distribution  # noqa: E402
-from kerastl import evaluation  # noqa: E402
-from kerastl import run  # noqa: E402
-from kerastl import testing  # noqa: E402
 from kerastl.data import DataSpec  # noqa: E402
+from kerastl.evaluate import metrics  # noqa: E402
+from kerastl.runs import fit  # noqa: E402
+from kerastl.utils import distribution  # noqa: E402
 
 work = pathlib.Path(sys.argv[1])
 preset = work / "tiny_vit"
-testing.save_tiny_preset("vit", preset)
+kit.save_tiny_preset("vit", preset)
 keras.utils.set_random_seed(0)
-images = testing.random_images(21)
+images = kit.random_images(21)
 labels = np.arange(21) % 3
 even = tf.data.Dataset.from_tensor_slices((images[:16], labels[:16])).batch(8)
 # 21 examples in batches of 8: the last batch (5) does not split over 2.
@@ -55,9 +56,7 @@ for mode in ("none", "data-parallel"):
         scores = model.evaluate(
             placement.even_batches(uneven), return_dict=True, verbose=0
         )
-        predicted = evaluation.predict_split(
-            model, placement.even_batches(uneven)
-        )
+        predicted = metrics.predict_split(model, placement.even_batches(uneven))
     result[mode] = {
         "devices": placement.devices,
         "loss": history.history["loss"],
@@ -78,6 +77,6 @@ recipe = kerastl.Recipe(
     batch_size=8,
     distribute="data-parallel",
 )
-run_dir = run.fit_recipe(recipe, output_dir=work / "run", print_fn=print)
+run_dir = fit.fit_recipe(recipe, output_dir=work / "run", print_fn=print)
 result["run"] = json.loads((run_dir / "metrics.json").read_text())
 print("RESULT " + json.dumps(result))

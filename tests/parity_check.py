@@ -33,24 +33,24 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def prepare(work):
+    import kit
     import numpy as np
     import torch
 
     from kerastl import TransferClassifier
-    from kerastl import testing
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    images = testing.random_images(4)
+    images = kit.random_images(4)
     np.save(work / "images.npy", images)
     for family in ("resnet", "vit"):
-        testing.save_tiny_preset(family, work / f"{family}_backbone")
+        kit.save_tiny_preset(family, work / f"{family}_backbone")
         model = TransferClassifier.from_preset(
             work / f"{family}_backbone", num_classes=5
         )
         model.save_to_preset(work / family)
     for family in FAMILIES:
-        hf_model, processor = testing.write_hf_checkpoint(
+        hf_model, processor = kit.write_hf_checkpoint(
             family, work / f"hf_{family}"
         )
         pixels = processor(images=list(images), return_tensors="pt")
@@ -65,10 +65,10 @@ def check(work):
     import numpy as np
 
     from kerastl import TransferClassifier
-    from kerastl import backbones
-    from kerastl import run
-    from kerastl.recipe import apply_overrides
-    from kerastl.recipe import load_recipe
+    from kerastl.models import backbones
+    from kerastl.runs import fit
+    from kerastl.runs.recipe import apply_overrides
+    from kerastl.runs.recipe import load_recipe
 
     backend = keras.config.backend()
     out = work / backend
@@ -95,7 +95,7 @@ def check(work):
         load_recipe(ROOT / "recipes" / "cifar10_resnet.py"),
         [f"preset={work / 'resnet_backbone'}", "seed=0"],
     )
-    run_dir = run.fit_recipe(
+    run_dir = fit.fit_recipe(
         recipe, output_dir=out / "smoke", smoke=True, print_fn=lambda _: None
     )
     smoke = json.loads((run_dir / "metrics.json").read_text())

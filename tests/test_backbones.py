@@ -1,13 +1,13 @@
 import keras_hub
+import kit
 import pytest
 
 from kerastl import TransferClassifier
-from kerastl import backbones
-from kerastl import testing
+from kerastl.models import backbones
 
 
 def test_resnet_groups_are_stem_then_stages():
-    backbone, _ = testing.tiny_resnet()
+    backbone, _ = kit.tiny_resnet()
     groups = backbones.layer_groups(backbone)
     assert [g.name for g in groups] == ["stem", "stack0", "stack1", "stack2"]
     # Each stage holds exactly the layers keras-hub named after it.
@@ -21,7 +21,7 @@ def test_resnet_groups_are_stem_then_stages():
 
 
 def test_vit_groups_are_embedding_blocks_and_norm():
-    backbone, _ = testing.tiny_vit()
+    backbone, _ = kit.tiny_vit()
     groups = backbones.layer_groups(backbone)
     assert [g.name for g in groups] == [
         "vit_patching_and_embedding",
@@ -36,7 +36,7 @@ def test_vit_groups_are_embedding_blocks_and_norm():
 
 @pytest.mark.parametrize("family", ["resnet", "vit"])
 def test_groups_cover_every_weight_once(family):
-    backbone, _ = testing.TINY_BACKBONES[family]()
+    backbone, _ = kit.TINY_BACKBONES[family]()
     grouped = [
         id(w) for g in backbones.layer_groups(backbone) for w in g.weights
     ]
@@ -112,16 +112,16 @@ def test_other_families(build, family, pooling, prefix, groups):
         image_size=(32, 32), scale=1 / 255
     )
     model = TransferClassifier(backbone, 3, image_converter=converter)
-    probs = model.predict(testing.random_images(2), verbose=0)
+    probs = model.predict(kit.random_images(2), verbose=0)
     assert probs.shape == (2, 3)
     model.freeze_backbone()
     assert len(model.trainable_weights) == 2
 
 
 def test_auto_pooling():
-    resnet, _ = testing.tiny_resnet()
-    vit, _ = testing.tiny_vit()
-    no_token, _ = testing.tiny_vit(use_class_token=False)
+    resnet, _ = kit.tiny_resnet()
+    vit, _ = kit.tiny_vit()
+    no_token, _ = kit.tiny_vit(use_class_token=False)
     assert backbones.auto_pooling(resnet) == "avg"
     assert backbones.auto_pooling(vit) == "token"
     assert backbones.auto_pooling(no_token) == "mean_tokens"

@@ -1,11 +1,11 @@
 import json
 
 import keras
+import kit
 import pytest
 from click.testing import CliRunner
 
 from kerastl import bench
-from kerastl import testing
 from kerastl.cli import cli
 
 BACKEND = keras.config.backend()
@@ -21,7 +21,7 @@ AUTO_COMPILE = {
 def results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     output = folder / "bench.json"
-    testing.save_tiny_preset("resnet", folder / "tiny_resnet")
+    kit.save_tiny_preset("resnet", folder / "tiny_resnet")
     args = [
         "bench",
         "--model",
@@ -87,9 +87,10 @@ def test_bench_rejects_an_unknown_model():
     assert "resnet_51" in result.output
 
 
+@pytest.mark.backends(
+    "torch", reason="the native PyTorch peer runs on the PyTorch backend"
+)
 def test_pytorch_peer_trains_the_same_architecture():
-    if BACKEND != "torch":
-        pytest.skip("the native PyTorch peer runs on the PyTorch backend")
     import transformers
 
     settings = bench.BenchSettings(

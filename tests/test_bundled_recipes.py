@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from kerastl.cli import cli
-from kerastl.data.idx import FASHION_MNIST_CLASSES
-from kerastl.evaluation import THRESHOLD_KEYS
-from kerastl.recipe import load_recipe
+from kerastl.data.idx_source import FASHION_MNIST_CLASSES
+from kerastl.evaluate.metrics import THRESHOLD_KEYS
+from kerastl.runs.recipe import load_recipe
 
 RECIPES = pathlib.Path(__file__).parents[1] / "recipes"
 BUNDLED = sorted(RECIPES.glob("*.py"))
@@ -62,12 +62,24 @@ MULTI_LABEL = {
 JAX_ONLY_RECIPES = ("fashion_linear_probe", "fashion_scratch")
 
 
-@pytest.mark.parametrize("recipe", BUNDLED, ids=[p.stem for p in BUNDLED])
+def _bundled_params():
+    jax_only = pytest.mark.backends(
+        "jax", reason="shares its code paths with another recipe"
+    )
+    return [
+        pytest.param(
+            path,
+            id=path.stem,
+            marks=[jax_only] if path.stem in JAX_ONLY_RECIPES else [],
+        )
+        for path in BUNDLED
+    ]
+
+
+@pytest.mark.parametrize("recipe", _bundled_params())
 def test_bundled_recipes_smoke(recipe, tmp_path, monkeypatch):
     """`kerastl fit RECIPE --smoke` with nothing else, offline (sockets are
     blocked): presets and teachers that cannot be fetched are stood in."""
-    if recipe.stem in JAX_ONLY_RECIPES and keras.config.backend() != "jax":
-        pytest.skip(f"{recipe.stem} shares its code paths with another recipe")
     extra = []
     if recipe.stem == "cifar10_resnet":
         extra += ["--precision", "mixed_bfloat16", "--distribute", "none"]

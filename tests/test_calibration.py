@@ -1,12 +1,12 @@
 import keras
+import kit
 import numpy as np
 import pytest
 from scipy import special
 from sklearn import metrics
 
 from kerastl import TransferClassifier
-from kerastl import calibration
-from kerastl import testing
+from kerastl.evaluate import calibration
 
 
 def test_ece_hand_worked_multi_class():
@@ -108,7 +108,7 @@ def test_bad_temperature_is_a_clear_error():
 
 
 def _model(multi_label=False, **kwargs):
-    backbone, converter = testing.tiny_resnet()
+    backbone, converter = kit.tiny_resnet()
     return TransferClassifier(
         backbone,
         num_classes=3,
@@ -121,7 +121,7 @@ def _model(multi_label=False, **kwargs):
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_model_divides_its_logits_by_the_temperature(multi_label):
     model = _model(multi_label)
-    images = testing.random_images(4)
+    images = kit.random_images(4)
     # Predict once first: the compiled function must not keep 1.0.
     model.predict(images, verbose=0)
     model.set_temperature(2.5)
@@ -157,7 +157,7 @@ def test_temperature_and_thresholds_are_saved(tmp_path):
     loaded = keras.models.load_model(tmp_path / "model.keras")
     assert loaded.temperature == 1.7
     assert loaded.thresholds == [0.2, 0.5, 0.8]
-    images = testing.random_images(3)
+    images = kit.random_images(3)
     np.testing.assert_allclose(
         loaded.predict(images, verbose=0),
         model.predict(images, verbose=0),

@@ -1,9 +1,9 @@
 import keras
+import kit
 import numpy as np
 import pytest
 
 from kerastl import TransferClassifier
-from kerastl import testing
 
 HEADS = [
     pytest.param(False, id="softmax"),
@@ -13,16 +13,16 @@ FAMILIES = [pytest.param("resnet", id="resnet"), pytest.param("vit", id="vit")]
 
 
 def build(family="resnet", **kwargs):
-    backbone, converter = testing.TINY_BACKBONES[family]()
+    backbone, converter = kit.TINY_BACKBONES[family]()
     kwargs.setdefault("num_classes", 3)
     return TransferClassifier(backbone, image_converter=converter, **kwargs)
 
 
-class TestTransferClassifier(testing.ClassifierTestCase):
+class TestTransferClassifier(kit.ClassifierTestCase):
     @pytest.mark.parametrize("multi_label", HEADS)
     @pytest.mark.parametrize("family", FAMILIES)
     def test_classifier_basics(self, family, multi_label, tmp_path):
-        backbone, converter = testing.TINY_BACKBONES[family]()
+        backbone, converter = kit.TINY_BACKBONES[family]()
         self.run_classifier_test(
             dict(
                 backbone=backbone,
@@ -34,7 +34,7 @@ class TestTransferClassifier(testing.ClassifierTestCase):
         )
 
     def test_logits_head(self, tmp_path):
-        backbone, converter = testing.tiny_vit()
+        backbone, converter = kit.tiny_vit()
         model = self.run_classifier_test(
             dict(
                 backbone=backbone,
@@ -44,7 +44,7 @@ class TestTransferClassifier(testing.ClassifierTestCase):
             ),
             tmp_path,
         )
-        logits = model.predict(testing.random_images(4), verbose=0)
+        logits = model.predict(kit.random_images(4), verbose=0)
         assert np.any((logits < 0) | (logits > 1))
 
 
@@ -104,7 +104,7 @@ def test_preprocessing_is_part_of_the_model():
     """uint8 and float pixels in [0, 255] give the features the backbone gives
     on images normalized by hand with the preset's ImageNet mean and std."""
     model = build("resnet")
-    images = testing.random_images(3)
+    images = kit.random_images(3)
     mean = np.array([0.485, 0.456, 0.406])
     std = np.array([0.229, 0.224, 0.225])
     normalized = ((images / 255.0 - mean) / std).astype("float32")
@@ -133,7 +133,7 @@ def test_preprocessing_is_part_of_the_model():
 )
 def test_pooling_modes(family, pooling):
     model = build(family, pooling=pooling)
-    images = testing.random_images(2)
+    images = kit.random_images(2)
     converted = model.image_converter(images)
     out = keras.ops.convert_to_numpy(model.backbone(converted))
     expected = {
@@ -174,7 +174,7 @@ def test_head_is_float32_under_mixed_precision():
         model = build("vit")
         assert model.backbone.compute_dtype == "bfloat16"
         assert model.get_layer("predictions").compute_dtype == "float32"
-        probs = model.predict(testing.random_images(2), verbose=0)
+        probs = model.predict(kit.random_images(2), verbose=0)
         assert probs.dtype == np.float32
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     finally:
@@ -183,7 +183,7 @@ def test_head_is_float32_under_mixed_precision():
 
 @pytest.mark.parametrize("multi_label", HEADS)
 def test_loss_falls_on_a_learnable_problem(multi_label):
-    images, labels = testing.color_images(48, num_classes=3)
+    images, labels = kit.color_images(48, num_classes=3)
     if multi_label:
         labels = keras.utils.to_categorical(labels, 3)
     model = build("resnet", multi_label=multi_label)
@@ -194,7 +194,7 @@ def test_loss_falls_on_a_learnable_problem(multi_label):
 
 
 def test_head_learns_on_a_frozen_backbone():
-    images, labels = testing.color_images(48, num_classes=3)
+    images, labels = kit.color_images(48, num_classes=3)
     model = build("vit")
     model.freeze_backbone()
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
@@ -228,12 +228,12 @@ def test_each_training_step_uses_only_its_own_gradient():
     # Two SGD steps from w0 must equal one step from w1 on a fresh copy: a
     # gradient left over from the first step (on torch, weights that
     # `zero_grad()` does not see) would leak into the second.
-    images, labels = testing.color_images(8, num_classes=3)
+    images, labels = kit.color_images(8, num_classes=3)
     images = images.astype("float32")
 
     def classifier():
         keras.utils.set_random_seed(0)
-        backbone, converter = testing.tiny_resnet()
+        backbone, converter = kit.tiny_resnet()
         model = TransferClassifier(
             backbone, num_classes=3, image_converter=converter
         )
@@ -256,7 +256,7 @@ def test_calling_the_model_directly_is_inference():
     # inside the converter defaults to training=True and would otherwise
     # switch the whole call to it.
     model = build("resnet")
-    images = testing.random_images(4)
+    images = kit.random_images(4)
     expected = model.predict(images, verbose=0)
     stats = [w for w in model.weights if "moving" in w.path]
     before = [keras.ops.convert_to_numpy(w).copy() for w in stats]

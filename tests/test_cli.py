@@ -4,6 +4,7 @@ import pathlib
 import shutil
 
 import keras
+import kit
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -11,7 +12,6 @@ from PIL import Image
 from sklearn import metrics as sklearn_metrics
 
 import kerastl
-from kerastl import testing
 from kerastl.cli import cli
 from kerastl.data import images
 from kerastl.data import pipeline
@@ -48,7 +48,7 @@ BUNDLED = sorted(RECIPES.glob("*.py"))
 @pytest.fixture(scope="module")
 def tiny_preset(tmp_path_factory):
     path = tmp_path_factory.mktemp("presets") / "resnet_tiny"
-    testing.save_tiny_preset("resnet", path)
+    kit.save_tiny_preset("resnet", path)
     return path
 
 
@@ -374,7 +374,7 @@ def test_failed_start_leaves_no_run_dir(
 
 def test_preprocessing_for_a_preset_without_converter(runner, tmp_path):
     # What `backbone.save_to_preset(dir)` alone writes: no converter.
-    backbone, _ = testing.tiny_resnet()
+    backbone, _ = kit.tiny_resnet()
     preset = tmp_path / "bare"
     backbone.save_to_preset(str(preset))
     recipe = folder_recipe(tmp_path, preset)

@@ -12,10 +12,10 @@ from PIL import Image
 from kerastl.data import Augment
 from kerastl.data import DataError
 from kerastl.data import DataSpec
-from kerastl.data import carving
 from kerastl.data import images
 from kerastl.data import load_data
 from kerastl.data import pipeline
+from kerastl.data import validation_split
 from kerastl.errors import OfflineError
 
 SIZE = (8, 8)
@@ -320,14 +320,16 @@ def test_arrays_multi_hot_labels():
 
 def test_carve_is_stratified_and_seeded():
     labels = np.repeat([0, 1, 2], [50, 30, 20])
-    train, val = carving.carve(labels, 0.1, seed=0)
+    train, val = validation_split.carve(labels, 0.1, seed=0)
     assert len(val) == 10 and len(train) == 90
     assert not set(train) & set(val)
     np.testing.assert_array_equal(np.bincount(labels[val]), [5, 3, 2])
-    np.testing.assert_array_equal(carving.carve(labels, 0.1, seed=0)[1], val)
-    assert set(carving.carve(labels, 0.1, seed=1)[1]) != set(val)
+    np.testing.assert_array_equal(
+        validation_split.carve(labels, 0.1, seed=0)[1], val
+    )
+    assert set(validation_split.carve(labels, 0.1, seed=1)[1]) != set(val)
     # Each class keeps a training example, even a singleton.
-    train, val = carving.carve(np.array([0, 0, 0, 1]), 0.5, seed=0)
+    train, val = validation_split.carve(np.array([0, 0, 0, 1]), 0.5, seed=0)
     assert 3 in train and len(val) == 2
 
 

@@ -2,6 +2,7 @@ import json
 import pathlib
 
 import keras
+import kit
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,10 +11,9 @@ from click.testing import CliRunner
 from kerastl import Stage
 from kerastl import TransferClassifier
 from kerastl import fine_tune
-from kerastl import testing
 from kerastl.cli import cli
-from kerastl.distill import Distiller
-from kerastl.distill import load_teacher
+from kerastl.train.distillation import Distiller
+from kerastl.train.distillation import load_teacher
 
 NUM_CLASSES = 3
 RECIPE = pathlib.Path(__file__).parents[1] / "recipes" / "cifar10_distill.py"
@@ -23,7 +23,7 @@ def classifier(family="resnet", image_size=32, sharpen=1.0, **kwargs):
     """A tiny classifier; `sharpen` scales its head's kernel, as a random
     ResNet head predicts nearly uniform probabilities, on which a wrong
     distillation term would hardly show."""
-    backbone, converter = testing.TINY_BACKBONES[family](image_size)
+    backbone, converter = kit.TINY_BACKBONES[family](image_size)
     model = TransferClassifier(
         backbone, NUM_CLASSES, image_converter=converter, **kwargs
     )
@@ -86,7 +86,7 @@ def expected_loss(labels, student, teacher, alpha, temperature, weights):
     ids=["multi-class", "multi-label", "alpha-1"],
 )
 def test_loss_matches_hand_computation(multi_label, alpha, temperature):
-    images, labels = testing.color_images(8, NUM_CLASSES)
+    images, labels = kit.color_images(8, NUM_CLASSES)
     student = classifier(sharpen=5.0, multi_label=multi_label)
     if multi_label:
         # A kerastl teacher at another input size: it sees the batch
@@ -134,7 +134,7 @@ def changed(before, weights):
 
 
 def test_fit_trains_the_student_only(tmp_path):
-    images, labels = testing.color_images(8, NUM_CLASSES)
+    images, labels = kit.color_images(8, NUM_CLASSES)
     student = classifier()
     # A ResNet teacher: its BatchNorm statistics must not move either.
     teacher = classifier()
@@ -162,8 +162,8 @@ def test_fit_trains_the_student_only(tmp_path):
 
 
 def test_fine_tune_stages_on_a_distiller():
-    images, labels = testing.color_images(16, NUM_CLASSES)
-    dataset = testing.ClassifierTestCase.dataset(images, labels)
+    images, labels = kit.color_images(16, NUM_CLASSES)
+    dataset = kit.ClassifierTestCase.dataset(images, labels)
     student = classifier()
     # Another input size: the teacher's resize runs in the compiled step.
     teacher = classifier("vit", image_size=48)
@@ -219,11 +219,11 @@ def test_fine_tune_stages_on_a_distiller():
 
 def test_fit_recipe_with_a_run_directory_teacher(tmp_path):
     preset = tmp_path / "resnet_preset"
-    testing.save_tiny_preset("resnet", preset)
+    kit.save_tiny_preset("resnet", preset)
     # A folder of runs, as `kerastl fit` leaves under runs/<name>: the
     # newest run's model is the teacher. CIFAR-10 has 10 classes.
     runs = tmp_path / "runs" / "teacher"
-    backbone, converter = testing.tiny_vit()
+    backbone, converter = kit.tiny_vit()
     for stamp in ("20260101-000000", "20260102-000000"):
         teacher = TransferClassifier(backbone, 10, image_converter=converter)
         (runs / stamp).mkdir(parents=True)
@@ -259,7 +259,7 @@ def test_fit_recipe_with_a_run_directory_teacher(tmp_path):
 
 def test_teacher_of_other_classes_is_a_clear_error():
     student = classifier()
-    backbone, converter = testing.tiny_vit()
+    backbone, converter = kit.tiny_vit()
     teacher = TransferClassifier(backbone, 5, image_converter=converter)
     with pytest.raises(ValueError, match="teacher predicts 5 classes but"):
         Distiller(student, teacher)
@@ -292,7 +292,7 @@ def test_bad_teacher_paths_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_teacher("vit_base_patch16_224_imagenet")
     # A keras-hub preset has a backbone but no head for the user's classes.
-    testing.save_tiny_preset("vit", tmp_path / "vit")
+    kit.save_tiny_preset("vit", tmp_path / "vit")
     with pytest.raises(ValueError, match="is not a trained classifier"):
         load_teacher(tmp_path / "vit")
 

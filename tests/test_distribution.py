@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from sklearn import metrics
 
-from kerastl import distribution
+from kerastl.utils import distribution
 
 BACKEND = keras.config.backend()
 CHECK_SCRIPT = pathlib.Path(__file__).with_name("distributed_check.py")
@@ -20,8 +20,6 @@ CHECK_SCRIPT = pathlib.Path(__file__).with_name("distributed_check.py")
 @pytest.fixture(scope="module")
 def two_devices(tmp_path_factory):
     """`distributed_check.py`'s results on two virtual CPU devices."""
-    if BACKEND == "torch":
-        pytest.skip("Keras has no data-parallel training on PyTorch here")
     env = dict(
         os.environ,
         XLA_FLAGS="--xla_force_host_platform_device_count=2",
@@ -40,6 +38,13 @@ def two_devices(tmp_path_factory):
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
+# Every test that uses the `two_devices` fixture.
+needs_data_parallel = pytest.mark.skip_backends(
+    "torch", reason="Keras has no data-parallel training on PyTorch here"
+)
+
+
+@needs_data_parallel
 def test_data_parallel_follows_the_one_device_loss_trajectory(two_devices):
     one, two = two_devices["none"], two_devices["data-parallel"]
     assert one["devices"] == ["cpu:0"]
@@ -50,6 +55,7 @@ def test_data_parallel_follows_the_one_device_loss_trajectory(two_devices):
     assert one["loss"][-1] < one["loss"][0]
 
 
+@needs_data_parallel
 def test_padded_rows_of_uneven_batches_do_not_count(two_devices):
     for mode in ("none", "data-parallel"):
         result = two_devices[mode]
@@ -65,6 +71,7 @@ def test_padded_rows_of_uneven_batches_do_not_count(two_devices):
     )
 
 
+@needs_data_parallel
 def test_fit_recipe_trains_data_parallel(two_devices):
     run = two_devices["run"]
     assert run["devices"] == ["cpu:0", "cpu:1"]
@@ -72,11 +79,12 @@ def test_fit_recipe_trains_data_parallel(two_devices):
     assert run["splits"]["validation"]["num_examples"] == 21
 
 
+@pytest.mark.backends("torch", reason="what the PyTorch backend says")
+@pytest.mark.skipif(
+    distribution._keras_supports_torch_distribution(),
+    reason="this Keras trains data parallel on PyTorch",
+)
 def test_pytorch_says_it_trains_on_one_device():
-    if BACKEND != "torch":
-        pytest.skip("PyTorch backend only")
-    if distribution._keras_supports_torch_distribution():
-        pytest.skip("this Keras trains data parallel on PyTorch")
     placement = distribution.placement("data-parallel")
     assert placement.replicas == 1
     assert "cannot train data parallel on the PyTorch backend" in (

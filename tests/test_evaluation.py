@@ -1,12 +1,12 @@
 import keras
+import kit
 import numpy as np
 import pytest
 import tensorflow as tf
 from sklearn import metrics
 
 from kerastl import TransferClassifier
-from kerastl import evaluation
-from kerastl import testing
+from kerastl.evaluate import metrics as evaluation
 
 NAMES = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]
 
@@ -145,14 +145,14 @@ def test_metrics_table_rows():
 
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_predict_split_keeps_the_most_confident_mistakes(multi_label):
-    backbone, converter = testing.tiny_resnet()
+    backbone, converter = kit.tiny_resnet()
     model = TransferClassifier(
         backbone,
         num_classes=3,
         image_converter=converter,
         multi_label=multi_label,
     )
-    images = testing.random_images(20)
+    images = kit.random_images(20)
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 20)
     if multi_label:

@@ -9,15 +9,15 @@ of its temperature-scaled logits computed here with SciPy.
 import json
 
 import keras
+import kit
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from scipy import special
 
 import kerastl
-from kerastl import export
-from kerastl import testing
 from kerastl.cli import cli
+from kerastl.deploy import export
 
 BACKEND = keras.config.backend()
 FORMATS = ("saved_model", "onnx", "litert")
@@ -40,7 +40,7 @@ ATOL = 1e-4
 
 
 def classifier(**kwargs):
-    backbone, converter = testing.tiny_resnet()
+    backbone, converter = kit.tiny_resnet()
     return kerastl.TransferClassifier(
         backbone,
         num_classes=3,
@@ -225,21 +225,23 @@ def test_output_must_fit_the_format(models, tmp_path):
         export.export_model(model, "tflite", tmp_path / "model.tflite")
 
 
+@pytest.mark.skipif(
+    "saved_model" not in SUPPORTED,
+    reason=f"the {BACKEND} backend exports no SavedModel",
+)
 def test_saved_model_never_replaces_a_folder_of_other_files(models, tmp_path):
-    if "saved_model" not in SUPPORTED:
-        pytest.skip(f"the {BACKEND} backend exports no SavedModel")
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(ValueError, match="no SavedModel"):
         export.export_model(models["multi_class"], "saved_model", tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.skipif(
+    "onnx" not in SUPPORTED,
+    reason=f"the {BACKEND} backend exports no ONNX, the only format with "
+    "optional exporter packages",
+)
 def test_missing_exporter_says_what_to_install(models, tmp_path, monkeypatch):
-    if "onnx" not in SUPPORTED:
-        pytest.skip(
-            f"the {BACKEND} backend exports no ONNX, the only format "
-            "with optional exporter packages"
-        )
     find_spec = export.importlib.util.find_spec
     monkeypatch.setattr(
         export.importlib.util,

@@ -11,13 +11,13 @@ import pytest
 from kerastl.data import DataError
 from kerastl.data import DataSpec
 from kerastl.data import load_data
-from kerastl.data.idx import FASHION_MNIST_CLASSES
-from kerastl.data.idx import FASHION_MNIST_DIR
-from kerastl.data.idx import read_idx
-from kerastl.data.idx import split_files
-from kerastl.presets import load_image_converter
-from kerastl.recipe import load_recipe
-from kerastl.run import build_model
+from kerastl.data.idx_source import FASHION_MNIST_CLASSES
+from kerastl.data.idx_source import FASHION_MNIST_DIR
+from kerastl.data.idx_source import read_idx
+from kerastl.data.idx_source import split_files
+from kerastl.models.presets import load_image_converter
+from kerastl.runs.fit import build_model
+from kerastl.runs.recipe import load_recipe
 
 FASHION = pathlib.Path(FASHION_MNIST_DIR)
 RECIPES = pathlib.Path(__file__).parents[1] / "recipes"

@@ -1,11 +1,11 @@
 import keras
+import kit
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from kerastl import TransferClassifier
-from kerastl import features
-from kerastl import testing
+from kerastl.train import features
 
 HEADS = [
     pytest.param(False, id="softmax"),
@@ -16,7 +16,7 @@ NUM_CLASSES = 3
 
 
 def build(multi_label=False, image_size=32, **kwargs):
-    backbone, converter = testing.tiny_resnet(image_size)
+    backbone, converter = kit.tiny_resnet(image_size)
     model = TransferClassifier(
         backbone,
         num_classes=NUM_CLASSES,
@@ -40,7 +40,7 @@ def twin(model, **changes):
 
 
 def toy_data(multi_label=False, count=16, seed=0):
-    images, labels = testing.color_images(count, NUM_CLASSES, seed=seed)
+    images, labels = kit.color_images(count, NUM_CLASSES, seed=seed)
     if multi_label:
         rng = np.random.default_rng(seed)
         labels = rng.integers(0, 2, (count, NUM_CLASSES)).astype("float32")
@@ -147,7 +147,7 @@ def test_later_call_reads_the_cache_without_running_the_backbone(
     tmp_path, monkeypatch
 ):
     monkeypatch.setenv(features.CACHE_DIR_ENV, str(tmp_path))
-    images, ids = testing.random_images(16), np.arange(16)
+    images, ids = kit.random_images(16), np.arange(16)
     model = build()
     expected = model.feature_extractor().predict(images, verbose=0)
     # Labels are the image indices, so features can be matched to images
@@ -271,7 +271,7 @@ def test_trainable_backbone_is_an_error(tmp_path):
 
 
 def test_batches_without_labels_are_an_error(tmp_path):
-    images = tf.data.Dataset.from_tensor_slices(testing.random_images(4))
+    images = tf.data.Dataset.from_tensor_slices(kit.random_images(4))
     with pytest.raises(ValueError, match=r"`\(images, labels\)` batches"):
         features.cache_features(build(), images.batch(2), cache_dir=tmp_path)
 

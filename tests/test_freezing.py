@@ -1,18 +1,18 @@
 import warnings
 
 import keras
+import kit
 import numpy as np
 import pytest
 
 from kerastl import TransferClassifier
-from kerastl import freezing
-from kerastl import testing
+from kerastl.models import freezing
 
 HEAD_WEIGHTS = 2  # kernel and bias of the Dense output layer
 
 
 def build(family):
-    backbone, converter = testing.TINY_BACKBONES[family]()
+    backbone, converter = kit.TINY_BACKBONES[family]()
     return TransferClassifier(
         backbone, num_classes=3, image_converter=converter
     )
@@ -105,7 +105,7 @@ def test_batchnorm_statistics_frozen_by_fit(unfreeze):
     if unfreeze is not None:
         model.unfreeze_backbone(**unfreeze)
     before = moving_stats(model)
-    images, labels = testing.color_images(16, num_classes=3)
+    images, labels = kit.color_images(16, num_classes=3)
     model.fit(images, labels, epochs=1, batch_size=8, verbose=0)
     for old, new in zip(before, moving_stats(model), strict=True):
         np.testing.assert_array_equal(old, new)
@@ -115,7 +115,7 @@ def test_train_bn_updates_statistics():
     model = build("resnet")
     model.unfreeze_backbone(last_n=1, train_bn=True)
     before = moving_stats(model)
-    images, labels = testing.color_images(16, num_classes=3)
+    images, labels = kit.color_images(16, num_classes=3)
     model.fit(images, labels, epochs=1, batch_size=8, verbose=0)
     changed = [
         not np.array_equal(a, b)
@@ -127,7 +127,7 @@ def test_train_bn_updates_statistics():
 def test_unfreezing_recompiles_with_new_weights_training():
     model = build("vit")
     model.freeze_backbone()
-    images, labels = testing.color_images(8, num_classes=3)
+    images, labels = kit.color_images(8, num_classes=3)
     model.fit(images, labels, epochs=1, verbose=0)
     model.unfreeze_backbone(last_n=1)
     norm = model.backbone.get_layer("vit_encoder").layer_norm
@@ -156,7 +156,7 @@ def test_user_optimizer_survives_recompile():
 def test_fit_recompiles_after_manual_trainable_change():
     model = build("vit")
     model.freeze_backbone()
-    images, labels = testing.color_images(8, num_classes=3)
+    images, labels = kit.color_images(8, num_classes=3)
     model.fit(images, labels, epochs=1, verbose=0)
     norm = model.backbone.get_layer("vit_encoder").layer_norm
     model.backbone.trainable = True

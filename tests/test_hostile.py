@@ -17,12 +17,12 @@ import sys
 import zlib
 
 import keras
+import kit
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from kerastl import testing
 from kerastl.cli import cli
 from kerastl.data import DataError
 from kerastl.data import DataSpec
@@ -349,7 +349,7 @@ def _check_listed(listed, bad):
 def hostile(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     preset = root / "preset"
-    testing.save_tiny_preset("resnet", preset)
+    kit.save_tiny_preset("resnet", preset)
     folder = root / "data"
     good, bad = _hostile_folder(folder)
     recipe = root / "hostile.py"
@@ -409,7 +409,7 @@ def test_predict_on_the_hostile_folder(hostile):
 )
 def test_fit_refuses_a_class_without_images(tmp_path, case, expected):
     preset = tmp_path / "preset"
-    testing.save_tiny_preset("resnet", preset)
+    kit.save_tiny_preset("resnet", preset)
     folder = tmp_path / "data"
     for name, color in (("a", RED), ("b", BLUE)):
         (folder / name).mkdir(parents=True)

@@ -40,22 +40,22 @@ import keras
 import numpy as np
 
 import kerastl
-from kerastl import optimizers
-from kerastl import testing
+from kerastl.train import optimizers
+import kit
 
 out = sys.argv[1]
-images = testing.random_images(4).astype("float32")
+images = kit.random_images(4).astype("float32")
 np.save(f"{out}/images.npy", images)
 
 keras.utils.set_random_seed(0)
-backbone, converter = testing.tiny_resnet()
+backbone, converter = kit.tiny_resnet()
 softmax = kerastl.TransferClassifier(
     backbone=backbone, image_converter=converter, num_classes=3
 )
 # Soft labels compile kerastl's own loss and metric into the file.
 softmax.compile(soft_labels=True)
 
-backbone, converter = testing.tiny_resnet()
+backbone, converter = kit.tiny_resnet()
 multi_label = kerastl.TransferClassifier(
     backbone=backbone,
     image_converter=converter,
@@ -157,6 +157,9 @@ def saved(tmp_path_factory):
     return out
 
 
+CLASSIFIER = "kerastl.models.classifier.TransferClassifier"
+
+
 def test_import_kerastl_imports_no_framework():
     result = run_python(
         "import sys\n"
@@ -174,9 +177,11 @@ def test_load_model_finds_kerastl_classes(saved, order):
 
     assert report["registered"] == serializable_names()
     softmax, multi_label = report["loaded"].values()
-    assert softmax["class"] == "kerastl.classifier.TransferClassifier"
+    assert softmax["class"] == CLASSIFIER
     assert softmax["loss"] == "SoftTargetCrossentropy"
-    assert multi_label["class"] == "kerastl.classifier.TransferClassifier"
+    assert (
+        multi_label["class"] == "kerastl.models.classifier.TransferClassifier"
+    )
     assert multi_label["temperature"] == 2.0
     assert multi_label["thresholds"] == [0.3, 0.5, 0.7]
     assert multi_label["optimizer"] == "LayerwiseAdam"

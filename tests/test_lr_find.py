@@ -2,17 +2,17 @@ import json
 import pathlib
 
 import keras
+import kit
 import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from kerastl import freezing
-from kerastl import lr_find
-from kerastl import testing
-from kerastl.classifier import TransferClassifier
 from kerastl.cli import cli
-from kerastl.recipe import Stage
+from kerastl.models import freezing
+from kerastl.models.classifier import TransferClassifier
+from kerastl.train import lr_find
+from kerastl.train.stage import Stage
 
 FIXTURES = pathlib.Path(__file__).parent / "recipes"
 # Small images keep the range tests' training steps cheap.
@@ -93,7 +93,7 @@ def test_bad_range_is_a_clear_error():
 
 
 def _classifier():
-    backbone, converter = testing.tiny_resnet(IMAGE_SIZE)
+    backbone, converter = kit.tiny_resnet(IMAGE_SIZE)
     return TransferClassifier(
         backbone=backbone, image_converter=converter, num_classes=3
     )
@@ -112,7 +112,7 @@ def test_diverges_early_and_leaves_the_model_as_it_was():
     # Random labels: the loss cannot fall to zero, so a huge rate blows it up.
     rng = np.random.default_rng(0)
     dataset = _dataset(
-        testing.random_images(16, IMAGE_SIZE), rng.integers(0, 3, size=16), 8
+        kit.random_images(16, IMAGE_SIZE), rng.integers(0, 3, size=16), 8
     )
     # An optimizer part-way through training: slots built, steps counted.
     optimizer = model.optimizer
@@ -160,7 +160,7 @@ def test_diverges_early_and_leaves_the_model_as_it_was():
 
 def test_records_each_batch_loss_before_its_update():
     model = _classifier()
-    images = testing.random_images(8, IMAGE_SIZE)
+    images = kit.random_images(8, IMAGE_SIZE)
     labels = np.array([0, 0, 0, 0, 2, 2, 2, 2])
     # Two batches with different losses; rates so small the weights barely
     # move, so every step's loss is its batch's loss at the start weights
@@ -195,7 +195,7 @@ def test_records_each_batch_loss_before_its_update():
 
 def test_cli_writes_plot_and_curve(tmp_path):
     preset = tmp_path / "resnet_tiny"
-    testing.save_tiny_preset("resnet", preset)
+    kit.save_tiny_preset("resnet", preset)
     out = tmp_path / "lr"
     runner = CliRunner()
     args = ["lr-find", str(FIXTURES / "valid.py"), "--set", f"preset={preset}"]

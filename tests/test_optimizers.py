@@ -1,18 +1,18 @@
 import math
 
 import keras
+import kit
 import numpy as np
 import pytest
 
 import kerastl
 from kerastl import Stage
 from kerastl import TransferClassifier
-from kerastl import testing
-from kerastl.optimizers import LayerwiseAdam
-from kerastl.optimizers import LayerwiseAdamW
-from kerastl.optimizers import OneCycle
-from kerastl.optimizers import stage_schedule
-from kerastl.training import stage_optimizer
+from kerastl.train.optimizers import LayerwiseAdam
+from kerastl.train.optimizers import LayerwiseAdamW
+from kerastl.train.optimizers import OneCycle
+from kerastl.train.optimizers import stage_schedule
+from kerastl.train.stages import stage_optimizer
 
 
 def rate(schedule, step):
@@ -72,7 +72,7 @@ def test_one_cycle_serializes():
 
 
 def test_bad_schedule_arguments():
-    from kerastl.recipe import RecipeError
+    from kerastl.runs.recipe import RecipeError
 
     with pytest.raises(RecipeError, match="schedule"):
         Stage(schedule="linear")
@@ -83,7 +83,7 @@ def test_bad_schedule_arguments():
 
 
 def tiny_model():
-    backbone, converter = testing.tiny_resnet()
+    backbone, converter = kit.tiny_resnet()
     model = TransferClassifier(
         backbone, num_classes=3, image_converter=converter
     )
@@ -135,7 +135,7 @@ def test_fit_honors_multipliers():
     stem = groups[0].weights
     opt = LayerwiseAdam(1e-2, lr_multipliers={w.path: 0.0 for w in stem})
     model.compile(optimizer=opt)
-    images, labels = testing.color_images(8, num_classes=3)
+    images, labels = kit.color_images(8, num_classes=3)
     stem_before = values(stem)
     head_before = values(model.output_dense.weights)
     model.fit(images, labels, epochs=1, batch_size=4, verbose=0)
@@ -164,8 +164,8 @@ def test_weight_decay_skips_biases_and_norms():
 
 def test_layer_decay_runs_in_fine_tune():
     model = tiny_model()
-    images, labels = testing.color_images(8, num_classes=3)
-    dataset = testing.ClassifierTestCase.dataset(images, labels)
+    images, labels = kit.color_images(8, num_classes=3)
+    dataset = kit.ClassifierTestCase.dataset(images, labels)
     stage = Stage(train="all", layer_decay=0.7, schedule="one_cycle")
     rows = kerastl.fine_tune(
         model, dataset, stages=[stage], print_fn=lambda _: None, verbose=0

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics
 
-from kerastl import plots
+from kerastl.evaluate import plots
 
 
 def png_size(path):
@@ -53,7 +53,7 @@ def csv_round_trip(rows):
 
 def test_importing_plots_imports_no_framework():
     code = (
-        "import sys, kerastl.plots; "
+        "import sys, kerastl.evaluate.plots; "
         "print(sorted({'keras', 'tensorflow', 'jax', 'torch'} "
         "& set(sys.modules)))"
     )
@@ -363,10 +363,11 @@ def test_every_plot_draws_odd_class_names_as_typed(tmp_path, figures):
 
 
 def tiny_model(multi_label, class_names):
-    from kerastl import TransferClassifier
-    from kerastl import testing
+    import kit
 
-    backbone, converter = testing.tiny_resnet(16)
+    from kerastl import TransferClassifier
+
+    backbone, converter = kit.tiny_resnet(16)
     return TransferClassifier(
         backbone,
         num_classes=len(class_names),
@@ -377,7 +378,7 @@ def tiny_model(multi_label, class_names):
 
 
 def split_predictions(multi_label, count=24, seed=6):
-    from kerastl import evaluation
+    from kerastl.evaluate import metrics
 
     rng = np.random.default_rng(seed)
     classes = len(ODD_NAMES)
@@ -388,7 +389,7 @@ def split_predictions(multi_label, count=24, seed=6):
     logits = rng.normal(size=(count, classes)).astype("float32")
     mistakes = np.arange(4)
     images = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
-    return evaluation.Predictions(labels, logits, mistakes, images)
+    return metrics.Predictions(labels, logits, mistakes, images)
 
 
 @pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
@@ -396,7 +397,7 @@ def split_predictions(multi_label, count=24, seed=6):
     "multi_label", [False, True], ids=["softmax", "sigmoid"]
 )
 def test_report_figures_with_odd_class_names(multi_label, tmp_path):
-    from kerastl import report
+    from kerastl.evaluate import report
 
     model = tiny_model(multi_label, ODD_NAMES)
     result = report.evaluate_split(
@@ -416,7 +417,7 @@ def fail(*args, **kwargs):
 
 
 def test_a_failed_plot_is_skipped_with_a_warning(tmp_path, monkeypatch):
-    from kerastl import report
+    from kerastl.evaluate import report
 
     model = tiny_model(False, ["cat", "dog", "emu", "fox", "gnu", "yak"])
     predictions = split_predictions(False)

@@ -1,15 +1,15 @@
 import keras
+import kit
 import numpy as np
 import pytest
 
 from kerastl import TransferClassifier
-from kerastl import testing
 
 
 @pytest.fixture(scope="module")
 def tiny_preset(tmp_path_factory):
     path = tmp_path_factory.mktemp("precision") / "tiny_resnet"
-    testing.save_tiny_preset("resnet", path)
+    kit.save_tiny_preset("resnet", path)
     return path
 
 
@@ -18,7 +18,7 @@ def _float_dtypes(weights):
 
 
 def _train_briefly(model):
-    images = testing.random_images(8)
+    images = kit.random_images(8)
     labels = np.arange(8) % 3
     before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
     history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
@@ -49,7 +49,7 @@ def test_bfloat16_backbone_with_a_float32_head(
         assert layer.compute_dtype == "float32"
     assert _float_dtypes(model.output_dense.weights) == {"float32"}
 
-    images = testing.random_images(6)
+    images = kit.random_images(6)
     probs = model.predict(images, verbose=0)
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
@@ -83,7 +83,7 @@ def test_precision_survives_saving(tiny_preset, tmp_path):
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     assert loaded.backbone.dtype_policy.name == "mixed_bfloat16"
-    images = testing.random_images(4)
+    images = kit.random_images(4)
     np.testing.assert_allclose(
         loaded.predict(images, verbose=0),
         model.predict(images, verbose=0),

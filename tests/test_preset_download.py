@@ -24,16 +24,16 @@ import urllib.parse
 import httpx2
 import keras
 import keras_hub
+import kit
 import numpy as np
 import pytest
 import urllib3
 from huggingface_hub import constants as hf_constants
 
 from kerastl import TransferClassifier
-from kerastl import backbones
-from kerastl import downloads
-from kerastl import presets
-from kerastl import testing
+from kerastl.models import backbones
+from kerastl.models import presets
+from kerastl.utils import downloads
 
 KAGGLE_API = "api.kaggle.com"
 KAGGLE_DOWNLOAD = "/v1/models.ModelApiService/DownloadModelInstanceVersion"
@@ -210,7 +210,7 @@ def tiny_presets(tmp_path_factory):
     saved = {}
     for family in ("resnet", "vit"):
         folder = tmp_path_factory.mktemp(f"tiny_{family}")
-        backbone, converter = testing.TINY_BACKBONES[family]()
+        backbone, converter = kit.TINY_BACKBONES[family]()
         backbone.save_to_preset(str(folder))
         converter.save_to_preset(str(folder))
         saved[family] = {
@@ -281,7 +281,7 @@ def test_builtin_preset_downloads_through_kagglehub(
         assert converter[key] == saved["converter"][key], key
 
     # It predicts as the same classifier built from the folder on disk.
-    images = testing.random_images(4)
+    images = kit.random_images(4)
     keras.utils.set_random_seed(1)
     local = TransferClassifier.from_preset(saved["dir"], num_classes=3)
     np.testing.assert_allclose(
@@ -333,7 +333,7 @@ def hf_cache(tmp_path, monkeypatch):
 def test_hf_checkpoint_downloads_through_huggingface_hub(
     tmp_path, hf_cache, monkeypatch
 ):
-    hf_model, processor = testing.write_hf_checkpoint("vit", tmp_path / "ckpt")
+    hf_model, processor = kit.write_hf_checkpoint("vit", tmp_path / "ckpt")
     files = _files(tmp_path / "ckpt")
     hub = FakeHub(HF_REPO, files)
     monkeypatch.setattr(
@@ -364,7 +364,7 @@ def test_hf_checkpoint_downloads_through_huggingface_hub(
     # transformers' image processor and model.
     import torch
 
-    images = testing.random_images(4)
+    images = kit.random_images(4)
     pixels = processor(images=list(images), return_tensors="pt")
     with torch.no_grad():
         hidden = hf_model(**pixels).last_hidden_state.numpy()

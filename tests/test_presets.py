@@ -2,18 +2,18 @@ import pathlib
 import socket
 
 import keras
+import kit
 import numpy as np
 import pytest
 import pytest_socket
 
 from kerastl import TransferClassifier
-from kerastl import presets
-from kerastl import testing
+from kerastl.models import presets
 
 
 @pytest.mark.parametrize("family", ["resnet", "vit"])
 def test_keras_hub_preset_loads_backbone_weights(family, tmp_path):
-    saved = testing.save_tiny_preset(family, tmp_path / family)
+    saved = kit.save_tiny_preset(family, tmp_path / family)
     model = TransferClassifier.from_preset(tmp_path / family, num_classes=5)
     assert model.num_classes == 5
     for ours, theirs in zip(model.backbone.weights, saved.weights, strict=True):
@@ -27,12 +27,12 @@ def test_keras_hub_preset_loads_backbone_weights(family, tmp_path):
     "multi_label", [False, True], ids=["softmax", "sigmoid"]
 )
 def test_preset_round_trip(multi_label, tmp_path):
-    testing.save_tiny_preset("resnet", tmp_path / "base")
+    kit.save_tiny_preset("resnet", tmp_path / "base")
     names = ["cat", "dog", "fox"]
     model = TransferClassifier.from_preset(
         tmp_path / "base", class_names=names, multi_label=multi_label
     )
-    images, labels = testing.color_images(8, num_classes=3)
+    images, labels = kit.color_images(8, num_classes=3)
     if multi_label:
         labels = keras.utils.to_categorical(labels, 3)
     model.fit(images, labels, epochs=1, verbose=0)
@@ -50,7 +50,7 @@ def test_preset_round_trip(multi_label, tmp_path):
 
 
 def test_new_num_classes_replaces_the_head(tmp_path):
-    testing.save_tiny_preset("vit", tmp_path / "base")
+    kit.save_tiny_preset("vit", tmp_path / "base")
     model = TransferClassifier.from_preset(
         tmp_path / "base", class_names=["a", "b", "c"]
     )
@@ -78,11 +78,11 @@ def _head_weights(model):
 def test_other_class_names_replace_the_head(tmp_path):
     # Pretrained on three classes, fine-tuned on three others: the saved
     # head has the right shape but scores the wrong classes.
-    testing.save_tiny_preset("resnet", tmp_path / "base")
+    kit.save_tiny_preset("resnet", tmp_path / "base")
     model = TransferClassifier.from_preset(
         tmp_path / "base", class_names=["a", "b", "c"]
     )
-    images, labels = testing.color_images(8, num_classes=3)
+    images, labels = kit.color_images(8, num_classes=3)
     model.fit(images, labels, epochs=1, verbose=0)
     model.save_to_preset(tmp_path / "trained")
     saved = _head_weights(model)
@@ -104,7 +104,7 @@ def test_other_class_names_replace_the_head(tmp_path):
 
 
 def test_save_to_preset_replaces_whole(tmp_path):
-    testing.save_tiny_preset("vit", tmp_path / "base")
+    kit.save_tiny_preset("vit", tmp_path / "base")
     model = TransferClassifier.from_preset(tmp_path / "base", num_classes=2)
     target = tmp_path / "out"
     target.mkdir()
@@ -116,7 +116,7 @@ def test_save_to_preset_replaces_whole(tmp_path):
 
 
 def test_preset_without_head_needs_num_classes(tmp_path):
-    testing.save_tiny_preset("vit", tmp_path / "base")
+    kit.save_tiny_preset("vit", tmp_path / "base")
     with pytest.raises(ValueError, match="num_classes"):
         TransferClassifier.from_preset(tmp_path / "base")
 
@@ -133,7 +133,7 @@ def test_network_is_blocked_in_tests():
 
 
 def test_preset_without_preprocessing_is_an_error(tmp_path):
-    backbone, _ = testing.tiny_vit()
+    backbone, _ = kit.tiny_vit()
     backbone.save_to_preset(str(tmp_path / "bare"))
     with pytest.raises(ValueError, match="no image preprocessing"):
         TransferClassifier.from_preset(tmp_path / "bare", num_classes=2)
@@ -151,7 +151,7 @@ def test_real_presets(preset, image_size, width):
     model = TransferClassifier.from_preset(preset, num_classes=2)
     assert model.image_size == image_size
     features = model.feature_extractor().predict(
-        testing.random_images(1, image_size[0]), verbose=0
+        kit.random_images(1, image_size[0]), verbose=0
     )
     assert features.shape == (1, width)
 

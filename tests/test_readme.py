@@ -3,9 +3,8 @@
 import pathlib
 import re
 
+import kit
 import numpy as np
-
-from kerastl import testing
 
 README = pathlib.Path(__file__).parents[1] / "README.md"
 
@@ -19,13 +18,13 @@ def quickstart_code():
 def test_python_quickstart(tmp_path, monkeypatch):
     code = quickstart_code()
     assert '"resnet_50_imagenet"' in code
-    testing.save_tiny_preset("resnet", tmp_path / "resnet_tiny")
+    kit.save_tiny_preset("resnet", tmp_path / "resnet_tiny")
     # The real preset is 224x224; the stand-in takes 32x32 images.
     code = code.replace(
         '"resnet_50_imagenet"', repr(str(tmp_path / "resnet_tiny"))
     )
-    images, labels = testing.color_images(37 * 2, num_classes=37)
-    dataset = testing.ClassifierTestCase.dataset(images, labels, batch_size=16)
+    images, labels = kit.color_images(37 * 2, num_classes=37)
+    dataset = kit.ClassifierTestCase.dataset(images, labels, batch_size=16)
     monkeypatch.chdir(tmp_path)
     namespace = {"train_ds": dataset, "val_ds": dataset}
     exec(compile(code, "README.md", "exec"), namespace)
@@ -92,8 +91,8 @@ def test_every_kerastl_command_in_the_readme_exists():
 
 
 def test_every_override_in_the_readme_applies():
-    from kerastl.recipe import apply_overrides
-    from kerastl.recipe import load_recipe
+    from kerastl.runs.recipe import apply_overrides
+    from kerastl.runs.recipe import load_recipe
 
     recipe = load_recipe(README.parent / "recipes" / "pets.py")
     overrides = set()

@@ -3,22 +3,22 @@ import json
 import pathlib
 import re
 
+import kit
 import numpy as np
 import pytest
 
 import kerastl
 from kerastl import Recipe
 from kerastl import Stage
-from kerastl import testing
 from kerastl.data import DataSpec
-from kerastl.presets import load_image_converter
-from kerastl.recipe import RecipeError
-from kerastl.recipe import apply_overrides
-from kerastl.recipe import describe
-from kerastl.recipe import fields_help
-from kerastl.recipe import load_recipe
-from kerastl.recipe import override_keys
-from kerastl.run import build_model
+from kerastl.models.presets import load_image_converter
+from kerastl.runs.fit import build_model
+from kerastl.runs.recipe import RecipeError
+from kerastl.runs.recipe import apply_overrides
+from kerastl.runs.recipe import describe
+from kerastl.runs.recipe import fields_help
+from kerastl.runs.recipe import load_recipe
+from kerastl.runs.recipe import override_keys
 
 FIXTURES = pathlib.Path(__file__).parent / "recipes"
 BUNDLED = sorted((pathlib.Path(__file__).parents[1] / "recipes").glob("*.py"))
@@ -156,7 +156,7 @@ def test_bundled_recipes_load(path):
 
 
 def test_pretrained_false_starts_from_random_weights(tmp_path):
-    saved = testing.save_tiny_preset("resnet", tmp_path / "preset")
+    saved = kit.save_tiny_preset("resnet", tmp_path / "preset")
     recipe = Recipe(
         name="r", preset=str(tmp_path / "preset"), data=DataSpec("arrays")
     )

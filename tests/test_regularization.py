@@ -3,6 +3,7 @@
 import json
 
 import keras
+import kit
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,11 +12,10 @@ from click.testing import CliRunner
 import kerastl
 from kerastl import Stage
 from kerastl import TransferClassifier
-from kerastl import testing
 from kerastl.cli import cli
 from kerastl.data import mixing
-from kerastl.losses import SoftTargetAccuracy
-from kerastl.losses import SoftTargetCrossentropy
+from kerastl.train.losses import SoftTargetAccuracy
+from kerastl.train.losses import SoftTargetCrossentropy
 
 PROBS = np.array(
     [[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25]], "float32"
@@ -69,7 +69,7 @@ def test_bad_label_smoothing_is_refused():
 
 def model(num_classes=3, multi_label=False):
     keras.utils.set_random_seed(0)
-    backbone, converter = testing.tiny_resnet()
+    backbone, converter = kit.tiny_resnet()
     return TransferClassifier(
         backbone,
         num_classes=num_classes,
@@ -81,7 +81,7 @@ def model(num_classes=3, multi_label=False):
 def test_compile_with_label_smoothing_matches_numpy():
     classifier = model()
     classifier.compile(label_smoothing=0.2)
-    images, labels = testing.color_images(8, num_classes=3)
+    images, labels = kit.color_images(8, num_classes=3)
     probs = classifier.predict(images, verbose=0)
     smoothed = np.eye(3)[labels] * 0.8 + 0.2 / 3
     loss, accuracy = classifier.evaluate(images, labels, verbose=0)
@@ -167,8 +167,8 @@ def test_mixing_multi_hot_labels_and_new_draws_each_epoch():
 
 def test_ema_weights_are_the_moving_average_of_the_trajectory():
     classifier = model()
-    images, labels = testing.color_images(16, num_classes=3)
-    train = testing.ClassifierTestCase.dataset(images, labels, batch_size=4)
+    images, labels = kit.color_images(16, num_classes=3)
+    train = kit.ClassifierTestCase.dataset(images, labels, batch_size=4)
     kernel = classifier.get_layer("predictions").kernel
     trajectory = []
 
@@ -208,7 +208,7 @@ def test_ema_weights_are_the_moving_average_of_the_trajectory():
 @pytest.fixture(scope="module")
 def tiny_preset(tmp_path_factory):
     path = tmp_path_factory.mktemp("presets") / "resnet_tiny"
-    testing.save_tiny_preset("resnet", path)
+    kit.save_tiny_preset("resnet", path)
     return path
 
 

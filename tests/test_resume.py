@@ -8,13 +8,13 @@ import sys
 import time
 
 import keras
+import kit
 import numpy as np
 import pytest
 
 import kerastl
 from kerastl import Stage
 from kerastl import TransferClassifier
-from kerastl import testing
 from kerastl.data import Augment
 from kerastl.data import DataSpec
 from kerastl.data import load_data
@@ -38,7 +38,7 @@ DROPOUT = 0.3
 
 def build():
     keras.utils.set_random_seed(0)
-    backbone, converter = testing.tiny_resnet()
+    backbone, converter = kit.tiny_resnet()
     return TransferClassifier(
         backbone, num_classes=3, image_converter=converter, dropout=DROPOUT
     )
@@ -47,7 +47,7 @@ def build():
 def bundle(augment=True):
     """48 shuffled training images in 6 batches; flips and crops when
     `augment`, so a resumed run must replay the data order exactly."""
-    images, labels = testing.color_images(48, num_classes=3)
+    images, labels = kit.color_images(48, num_classes=3)
     spec = DataSpec(
         "arrays",
         arrays={
@@ -187,13 +187,14 @@ def test_checkpoint_from_another_model_is_refused(tmp_path):
     checkpoint_dir = tmp_path / "checkpoint"
     with pytest.raises(KeyboardInterrupt):
         fit(checkpoint_dir, callbacks=[AtBatch(BATCHES_PER_EPOCH + 1, ctrl_c)])
-    backbone, converter = testing.tiny_vit()
+    backbone, converter = kit.tiny_vit()
     other = TransferClassifier(
         backbone, num_classes=3, image_converter=converter
     )
     data = bundle()
     with pytest.raises(
-        kerastl.checkpoints.CheckpointError, match="Resume with the recipe"
+        kerastl.train.checkpoints.CheckpointError,
+        match="Resume with the recipe",
     ):
         kerastl.fine_tune(
             other,
@@ -256,16 +257,16 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_preset(tmp_path_factory):
     path = tmp_path_factory.mktemp("presets") / "resnet_tiny"
-    testing.save_tiny_preset("resnet", path)
+    kit.save_tiny_preset("resnet", path)
     return path
 
 
 RESUME_RECIPE = """
 from kerastl import Recipe, Stage
 from kerastl.data import Augment, DataSpec
-from kerastl import testing
+import kit
 
-images, labels = testing.color_images(96, num_classes=3)
+images, labels = kit.color_images(96, num_classes=3)
 recipe = Recipe(
     name="resume",
     preset="PRESET",

@@ -12,15 +12,15 @@ import sys
 import time
 
 import keras
+import kit
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from kerastl import atomic
-from kerastl import rundir
-from kerastl import testing
 from kerastl.cli import cli
 from kerastl.errors import RunDirError
+from kerastl.runs import rundir
+from kerastl.utils import atomic
 
 RECIPE = """
 from kerastl import Recipe, Stage
@@ -43,7 +43,7 @@ recipe = Recipe(
 @pytest.fixture(scope="module")
 def tiny_preset(tmp_path_factory):
     path = tmp_path_factory.mktemp("presets") / "resnet_tiny"
-    testing.save_tiny_preset("resnet", path)
+    kit.save_tiny_preset("resnet", path)
     return path
 
 
@@ -105,7 +105,7 @@ def test_runs_started_in_the_same_second_get_their_own_directories(
 
 HOLD = """
 import sys, time
-from kerastl import rundir
+from kerastl.runs import rundir
 lock = rundir.claim(sys.argv[1])
 print("held", flush=True)
 time.sleep(600)
@@ -207,7 +207,7 @@ def test_evaluate_never_replaces_a_runs_results(runner, recipe, tmp_path):
 
 def _interrupted_run(runner, recipe, run_dir, monkeypatch):
     """A run stopped by Ctrl-C after its first epoch's checkpoint."""
-    from kerastl import checkpoints
+    from kerastl.train import checkpoints
 
     save = checkpoints.Checkpoint.save
 
@@ -348,7 +348,7 @@ def test_a_broken_keras_file_is_one_paragraph(runner, tmp_path, kind):
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr("hello.txt", "not a model")
     else:
-        backbone, converter = testing.tiny_resnet()
+        backbone, converter = kit.tiny_resnet()
         from kerastl import TransferClassifier
 
         TransferClassifier(

@@ -2,14 +2,14 @@ import json
 import random
 
 import keras
+import kit
 import numpy as np
 import pytest
 
 from kerastl import TransferClassifier
-from kerastl import backbones
-from kerastl import features
-from kerastl import standins
-from kerastl import testing
+from kerastl.models import backbones
+from kerastl.models import standins
+from kerastl.train import features
 
 # The real presets' image_converter.json, as keras-hub writes it from the
 # source checkpoint's config: `scale = 1 / (255 * std)`, `offset = -mean /
@@ -101,7 +101,7 @@ def test_standin_has_the_real_presets_input_contract(
     assert [g.name for g in model.layer_groups()] == groups
     assert model.backbone.count_params() < MAX_PARAMS
 
-    images = testing.random_images(2, image_size=size)
+    images = kit.random_images(2, image_size=size)
     assert model.predict(images, verbose=0).shape == (2, 3)
 
     # The directory says what it stands in for.
@@ -159,7 +159,7 @@ def test_every_family_stands_in(preset, family, size, normalization, tmp_path):
     )
     # Stages or blocks to unfreeze one by one, as in the real backbone.
     assert len(model.layer_groups()) >= 4
-    images = testing.random_images(2, image_size=size)
+    images = kit.random_images(2, image_size=size)
     assert np.all(np.isfinite(model.predict(images, verbose=0)))
 
 

@@ -25,6 +25,7 @@ import tarfile
 import time
 
 import keras
+import kit
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -32,10 +33,9 @@ import urllib3
 from PIL import Image
 from tensorflow_datasets.core.download import checksums
 
-from kerastl import downloads
-from kerastl import testing
 from kerastl.data import DataSpec
 from kerastl.data import tfds_source
+from kerastl.utils import downloads
 
 RECIPES = pathlib.Path(__file__).parents[1] / "recipes"
 # An HTTP proxy nobody listens on: downloads sent to it fail as they do
@@ -276,7 +276,7 @@ def test_cli_fits_pets_on_the_prepared_data(pets, tmp_path):
     # tested on every backend by the bundled recipes' smoke runs.
     data_dir = pets[0]
     preset = tmp_path / "preset"
-    testing.save_tiny_preset("resnet", preset)
+    kit.save_tiny_preset("resnet", preset)
     run_dir = tmp_path / "run"
     overrides = [
         f"data.data_dir={data_dir}",
@@ -591,7 +591,7 @@ def _kerastl(*args):
 
 def test_offline_cli_fails_with_one_paragraph(tmp_path):
     preset = tmp_path / "preset"
-    testing.save_tiny_preset("resnet", preset)
+    kit.save_tiny_preset("resnet", preset)
     start = time.monotonic()
     result = _kerastl(
         "fit",

@@ -1,10 +1,10 @@
+import kit
 import numpy as np
 import pytest
 from sklearn import metrics
 
 from kerastl import TransferClassifier
-from kerastl import testing
-from kerastl import thresholds
+from kerastl.evaluate import thresholds
 
 
 def _scores(seed=0, n=200, classes=4):
@@ -85,11 +85,11 @@ def test_bad_thresholds_are_clear_errors():
 
 
 def test_model_predicts_labels_over_its_thresholds():
-    backbone, converter = testing.tiny_resnet()
+    backbone, converter = kit.tiny_resnet()
     model = TransferClassifier(
         backbone, num_classes=3, image_converter=converter, multi_label=True
     )
-    images = testing.random_images(6)
+    images = kit.random_images(6)
     probs = model.predict(images, verbose=0)
     np.testing.assert_array_equal(model.predict_labels(images), probs >= 0.5)
     cuts = np.median(probs, axis=0).tolist()

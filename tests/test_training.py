@@ -1,23 +1,23 @@
 import keras
+import kit
 import numpy as np
 import pytest
 
 import kerastl
 from kerastl import Stage
 from kerastl import TransferClassifier
-from kerastl import testing
 
 
 def build(family="resnet"):
-    backbone, converter = testing.TINY_BACKBONES[family]()
+    backbone, converter = kit.TINY_BACKBONES[family]()
     return TransferClassifier(
         backbone, num_classes=3, image_converter=converter
     )
 
 
 def data(count=16, batch_size=4):
-    images, labels = testing.color_images(count, num_classes=3)
-    return testing.ClassifierTestCase.dataset(images, labels, batch_size)
+    images, labels = kit.color_images(count, num_classes=3)
+    return kit.ClassifierTestCase.dataset(images, labels, batch_size)
 
 
 def test_stages_number_epochs_on_and_log_rates():
@@ -80,7 +80,7 @@ def test_default_stages_are_head_then_all():
 
 
 def test_stage_optimizers():
-    from kerastl.training import stage_optimizer
+    from kerastl.train.stages import stage_optimizer
 
     sgd = stage_optimizer(Stage(optimizer="sgd", momentum=0.8))
     assert isinstance(sgd, keras.optimizers.SGD)

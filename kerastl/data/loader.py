@@ -4,22 +4,22 @@ import pathlib
 
 import numpy as np
 
-from kerastl.data import carving
 from kerastl.data import pipeline
 from kerastl.data import synthetic
 from kerastl.data import tfds_source
-from kerastl.data.arrays import load_arrays
+from kerastl.data import validation_split
+from kerastl.data.array_source import load_arrays
+from kerastl.data.csv_source import load_table
 from kerastl.data.examples import Examples
 from kerastl.data.examples import drop_unreadable
 from kerastl.data.examples import first_of_each_class
-from kerastl.data.folder import load_folder
-from kerastl.data.idx import load_idx
+from kerastl.data.folder_source import load_folder
+from kerastl.data.idx_source import load_idx
 from kerastl.data.spec import MAX_PIXELS
 from kerastl.data.spec import SOURCES
 from kerastl.data.spec import DataBundle
 from kerastl.data.spec import DataError
 from kerastl.data.spec import DataSpec
-from kerastl.data.table import load_table
 
 # `--smoke` carves a third of its few training examples for validation, so
 # validation gets about one batch.
@@ -192,7 +192,7 @@ def _load_local(spec, *, multi_label, seed, num_classes, smoke, batch_size):
     if spec.source in ("folder", "csv") and not smoke:
         _check_no_class_lost(class_names, before, splits["train"], skipped)
     if "validation" not in splits:
-        train_idx, val_idx = carving.carve(
+        train_idx, val_idx = validation_split.carve(
             splits["train"].labels, fraction, seed
         )
         train = splits["train"]

@@ -9,7 +9,7 @@ import json
 import os
 import pathlib
 
-from kerastl import atomic
+from kerastl.utils import atomic
 
 
 def _files(spec):

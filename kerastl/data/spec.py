@@ -40,7 +40,7 @@ class DataSpec:
             subfolder per class), `"csv"` (a table of image paths and
             labels), `"arrays"` (NumPy arrays in memory) or `"idx"` (a
             directory of MNIST-style IDX files, e.g. Fashion-MNIST; see
-            `kerastl.data.idx`).
+            `kerastl.data.idx_source`).
         name: str or `None`. The tfds dataset name (`"oxford_iiit_pet"`,
             `"cifar10"`, `"voc/2007"`), the folder path, the CSV path or
             the IDX directory.
@@ -120,7 +120,7 @@ class DataSpec:
     shoes_and_bags = DataSpec(
         "idx",
         "/usr/share/datasets/fashion-mnist",
-        class_names=kerastl.data.idx.FASHION_MNIST_CLASSES,
+        class_names=kerastl.data.idx_source.FASHION_MNIST_CLASSES,
         classes=(5, 6, 7, 8, 9),
         train_per_class=20,
     )

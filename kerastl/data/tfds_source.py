@@ -5,9 +5,9 @@ import urllib.parse
 import numpy as np
 import tensorflow as tf
 
-from kerastl import downloads
-from kerastl.data import carving
+from kerastl.data import validation_split
 from kerastl.data.spec import DataError
+from kerastl.utils import downloads
 
 
 def _tfds():
@@ -225,7 +225,9 @@ def load_tfds(spec, *, multi_label, seed, validation_fraction):
         labels = np.stack(
             list(splits["train"].map(lambda _, y: y).as_numpy_iterator())
         )
-        train_idx, val_idx = carving.carve(labels, validation_fraction, seed)
+        train_idx, val_idx = validation_split.carve(
+            labels, validation_fraction, seed
+        )
         in_val = np.zeros(len(labels), dtype=bool)
         in_val[val_idx] = True
         mask = tf.constant(in_val)

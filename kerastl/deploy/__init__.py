@@ -1,0 +1,1 @@
+"""Deployment: predicting on files and exporting serving artifacts."""

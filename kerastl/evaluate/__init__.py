@@ -1,0 +1,2 @@
+"""Evaluation: metrics (scikit-learn), calibration, decision thresholds,
+plots and the run report."""

@@ -1,0 +1,925 @@
+"""`TransferClassifier`: a keras-hub backbone with a classification head."""
+
+import random
+import re
+import warnings
+
+import keras
+import numpy as np
+
+from kerastl.evaluate import calibration
+from kerastl.evaluate import thresholds as decision_thresholds
+from kerastl.models import backbones
+from kerastl.models import freezing
+from kerastl.models import presets
+from kerastl.models.pooling import POOLING_MODES
+from kerastl.models.pooling import FeaturePooling
+from kerastl.train import losses
+from kerastl.utils import atomic
+
+_CATEGORICAL_LOSSES = (
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "categorical_focal_crossentropy",
+    "categorical_hinge",
+    "soft_target_crossentropy",
+)
+_BINARY_LOSSES = ("binary_crossentropy", "binary_focal_crossentropy")
+
+# Adam's learning rate for training a new head on a frozen backbone; a
+# partly or fully unfrozen backbone takes its family's gentler rate.
+HEAD_LEARNING_RATE = 1e-3
+
+
+def _snake_case(name):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class _CompileState:
+    """What `compile` was called with, kept out of Keras' attribute tracking
+    (a tracked list of metrics would be counted as the model's own)."""
+
+    def __init__(self, kwargs, signature):
+        self.kwargs = kwargs
+        self.signature = signature
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class TransferClassifier(keras.Model):
+    """An image classifier built on a pretrained keras-hub backbone.
+
+    The model takes raw images and returns class probabilities:
+
+    - **Input**: a batch of RGB images, `(batch, height, width, 3)`, channels
+      last, with pixel values in `[0, 255]`, as `uint8` or float, of the
+      preset's input size (`model.image_size`, e.g. 224x224). The model's
+      `image_converter`, the preset's own preprocessing, rescales and
+      normalizes them exactly as the backbone was pretrained: do not rescale
+      or normalize images yourself. Resize images of other sizes first (the
+      kerastl data pipeline does).
+    - **Output**: `(batch, num_classes)` float32. With `multi_label=False`
+      a softmax: one probability distribution over the classes. With
+      `multi_label=True` a sigmoid: an independent probability per class.
+      With `activation=None`, logits instead.
+
+    Layers, input to output: `image_converter`, `backbone`, `pooler`
+    (`FeaturePooling`), `head_dropout`, optionally `head_hidden` (Dense +
+    ReLU), `predictions` (Dense, the logits) and `temperature_scaling`
+    (divides the logits by `temperature`, then applies the softmax or
+    sigmoid). The head computes in `head_dtype` (float32 by default) even
+    under a mixed-precision policy.
+
+    Calibration and multi-label decisions travel with the model: a
+    `temperature` fitted on validation logits
+    (`kerastl.evaluate.calibration.fit_temperature`) and per-class `thresholds`
+    (`kerastl.evaluate.thresholds.tune_thresholds`) are part of its config, its
+    presets and its exports.
+
+    The model compiles itself with `compile()`'s `"auto"` settings, so `fit`
+    works at once. `freeze_backbone` and `unfreeze_backbone` recompile after
+    changing what trains, and `fit` recompiles (with a warning) if
+    `trainable` was changed by hand since the last `compile`: Keras ignores
+    such changes until the model is compiled again.
+
+    Args:
+        backbone: a `keras_hub.models.Backbone` that outputs a feature map or
+            a token sequence (ResNet, ViT, DeiT, DINOv2, EfficientNet,
+            MobileNet and the other keras-hub image backbones).
+        num_classes: int. Number of classes.
+        image_converter: a `keras_hub.layers.ImageConverter`: the resize and
+            normalization the backbone's weights expect.
+            `TransferClassifier.from_preset` loads the preset's own.
+        multi_label: bool. `False` for one class per image (softmax head),
+            `True` for any number of classes per image (sigmoid head).
+            Defaults to `False`.
+        activation: `"auto"`, `"softmax"`, `"sigmoid"` or `None`. `"auto"`
+            picks softmax or sigmoid from `multi_label`; `None` outputs
+            logits. Defaults to `"auto"`.
+        pooling: str. How the backbone output becomes one vector: `"auto"`
+            (global average for feature maps, the class token for token
+            sequences that have one, else the token mean), `"avg"`, `"max"`,
+            `"token"` or `"mean_tokens"`. Defaults to `"auto"`.
+        dropout: float. Dropout rate before the head's Dense layers.
+            Defaults to `0.0`.
+        hidden_dim: int or `None`. Width of an optional hidden Dense + ReLU
+            layer in the head. Defaults to `None` (a single Dense layer).
+        class_names: list of str or `None`. Names of the classes, in label
+            order; stored in the config and in presets. Defaults to `None`.
+        head_dtype: str or `keras.DTypePolicy`. The dtype the head computes
+            in. Defaults to `"float32"`.
+        trainable_groups: int or `None`. How many backbone layer groups,
+            counted from the output, train; the rest are frozen. `0` freezes
+            the backbone. `None` leaves every layer as Keras built it (all
+            trainable). Set by `freeze_backbone` and `unfreeze_backbone` and
+            saved with the model, so a reloaded model trains the same layers.
+            Defaults to `None`.
+        train_bn: bool. Whether BatchNorm layers of trainable groups train.
+            Defaults to `False`.
+        temperature: float > 0. The logits are divided by it before the
+            activation: temperature scaling. Defaults to `1.0` (none).
+        thresholds: list of floats or `None`. Multi-label only: per-class
+            decision thresholds on the probabilities, used by
+            `predict_labels`, `kerastl predict`, evaluation and exports.
+            `None` means 0.5 for every class. Defaults to `None`.
+        **kwargs: standard `keras.Model` arguments (`name`, ...).
+
+    Example:
+    ```python
+    import keras_hub
+    import kerastl
+
+    model = kerastl.TransferClassifier.from_preset(
+        "resnet_50_imagenet", num_classes=37
+    )
+    model.freeze_backbone()
+    model.fit(train_ds, validation_data=val_ds, epochs=3)
+    model.unfreeze_backbone(last_n=1)
+    model.fit(train_ds, validation_data=val_ds, epochs=2)
+
+    # Any backbone, built or loaded with keras-hub.
+    backbone = keras_hub.models.ViTBackbone.from_preset(
+        "vit_base_patch16_224_imagenet"
+    )
+    converter = keras_hub.layers.ImageConverter.from_preset(
+        "vit_base_patch16_224_imagenet"
+    )
+    model = kerastl.TransferClassifier(
+        backbone, num_classes=20, image_converter=converter, multi_label=True
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        image_converter,
+        multi_label=False,
+        activation="auto",
+        pooling="auto",
+        dropout=0.0,
+        hidden_dim=None,
+        class_names=None,
+        head_dtype="float32",
+        trainable_groups=None,
+        train_bn=False,
+        temperature=1.0,
+        thresholds=None,
+        **kwargs,
+    ):
+        _check_head_args(num_classes, multi_label, activation, pooling)
+        class_names = _check_class_names(class_names, num_classes)
+        thresholds = decision_thresholds.check_thresholds(
+            thresholds, num_classes, multi_label
+        )
+        output_activation = activation
+        if activation == "auto":
+            output_activation = "sigmoid" if multi_label else "softmax"
+        mode = (
+            backbones.auto_pooling(backbone) if pooling == "auto" else pooling
+        )
+
+        # === Layers ===
+        self.backbone = backbone
+        self.image_converter = image_converter
+        self.pooler = FeaturePooling(
+            mode,
+            num_prefix_tokens=backbones.num_prefix_tokens(backbone),
+            dtype=head_dtype,
+            name="pooler",
+        )
+        self.head_dropout = keras.layers.Dropout(
+            dropout,
+            # An explicit seed puts the masks under a SeedGenerator whose
+            # state checkpoints save; unseeded dropout on torch draws from
+            # torch's global generator, which a resumed run cannot replay.
+            # Drawn from Python's generator, so `set_random_seed` fixes it.
+            seed=random.randrange(2**31),
+            dtype=head_dtype,
+            name="head_dropout",
+        )
+        self.head_hidden = None
+        if hidden_dim:
+            self.head_hidden = keras.layers.Dense(
+                hidden_dim,
+                activation="relu",
+                dtype=head_dtype,
+                name="head_hidden",
+            )
+        self.output_dense = keras.layers.Dense(
+            num_classes, dtype=head_dtype, name="predictions"
+        )
+        self.temperature_scaling = calibration.TemperatureScaling(
+            temperature,
+            output_activation,
+            dtype=head_dtype,
+            name="temperature_scaling",
+        )
+
+        # === Functional Model ===
+        # A fixed input size: symbolic resizing of unknown sizes fails on
+        # JAX, and every backend compiles faster for static shapes.
+        input_key, backbone_input = backbones.image_input(backbone)
+        image_shape = tuple(backbone_input.shape[1:])
+        if image_converter.image_size is not None:
+            image_shape = (*image_converter.image_size, image_shape[-1])
+        inputs = keras.Input(shape=image_shape, name="images")
+        x = self.image_converter(inputs)
+        x = self.backbone({input_key: x} if input_key else x)
+        x = self.pooler(x)
+        x = self.head_dropout(x)
+        if self.head_hidden is not None:
+            x = self.head_hidden(x)
+        # Kept for `logits_model`: the Dense layer's output cannot be looked
+        # up later once the feature cache's head model has called it too.
+        self._logits_tensor = self.output_dense(x)
+        outputs = self.temperature_scaling(self._logits_tensor)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        # Keras draws initial weights from the backend's own generator, so
+        # one seed gives three different heads on three backends. NumPy's
+        # generator (which `keras.utils.set_random_seed` seeds too) gives
+        # every backend the same start, and a recipe the same run.
+        for dense in (self.head_hidden, self.output_dense):
+            if dense is not None:
+                dense.kernel.assign(_glorot_uniform(dense.kernel.shape))
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.multi_label = multi_label
+        self.activation = activation
+        self.pooling = pooling
+        self.dropout = dropout
+        self.hidden_dim = hidden_dim
+        self.class_names = class_names
+        self.head_dtype = head_dtype
+        self.temperature = self.temperature_scaling.temperature
+        self.thresholds = thresholds
+        self.trainable_groups = None
+        self.train_bn = False
+        if trainable_groups is not None:
+            self._set_trainable_groups(trainable_groups, train_bn)
+        self._compile_state = None
+        self.compile()
+
+    def __setattr__(self, name, value):
+        # On the torch backend a Keras model is a `torch.nn.Module`, which
+        # refuses sublayers assigned before `Module.__init__`; the layers set
+        # ahead of the functional `__init__` are all reachable through the
+        # functional graph, so plain assignment is enough (as in keras-hub's
+        # `Task`). Keras' own `_torch_params`, set once the graph is built,
+        # must go through `Module.__setattr__`: that registers the weights
+        # as torch parameters, which `zero_grad()` clears before every step.
+        uninitialized = not hasattr(self, "_initialized")
+        torch = keras.config.backend() == "torch"
+        if torch and uninitialized and name != "_torch_params":
+            return object.__setattr__(self, name, value)
+        return super().__setattr__(name, value)
+
+    def call(self, inputs, training=False, mask=None):
+        # Inference unless told otherwise. With Keras' default `None`, the
+        # converter's `Resizing` (which defaults to `training=True`) would
+        # set training mode in Keras' shared call context, and a direct
+        # `model(images)` would run the backbone's BatchNorm in training
+        # mode and overwrite its moving statistics. `fit` passes `True`.
+        return super().call(inputs, training=training, mask=mask)
+
+    @property
+    def head_layers(self):
+        """The layers after the backbone: pooler, dropout, hidden, output."""
+        layers = [self.pooler, self.head_dropout, self.head_hidden]
+        layers += [self.output_dense, self.temperature_scaling]
+        return [layer for layer in layers if layer]
+
+    @property
+    def image_size(self):
+        """`(height, width)` of the images the model takes."""
+        return tuple(self.input.shape[1:3])
+
+    @property
+    def outputs_logits(self):
+        """Whether the model outputs logits (`activation=None`)."""
+        return self.activation is None
+
+    # === Freezing ===
+
+    def layer_groups(self):
+        """The backbone's layer groups, input to output.
+
+        ResNet: `stem`, then one group per stage (`stack0`, ...). ViT: the
+        patch embedding, one group per transformer block, the final norm.
+        Other families are split by their stage names or repeated blocks.
+
+        Returns:
+            A list of `kerastl.models.backbones.LayerGroup` (`name`, `layers`).
+
+        Example:
+        ```python
+        [group.name for group in model.layer_groups()]
+        ```
+        """
+        return backbones.layer_groups(self.backbone)
+
+    def freeze_backbone(self):
+        """Freezes the whole backbone, so only the head trains, and recompiles.
+
+        BatchNorm layers of a frozen backbone run in inference mode.
+
+        Example:
+        ```python
+        model.freeze_backbone()
+        model.fit(train_ds, epochs=3)
+        ```
+        """
+        self._set_trainable_groups(0, train_bn=False)
+        self._recompile()
+
+    def unfreeze_backbone(self, last_n=None, train_bn=False):
+        """Unfreezes the last `last_n` layer groups (all if `None`), recompiles.
+
+        Groups before them stay frozen. BatchNorm layers stay in inference
+        mode (moving statistics frozen, affine weights frozen) unless
+        `train_bn=True`. The optimizer starts afresh after the recompile;
+        with `optimizer="auto"` its learning rate drops to the backbone
+        family's fine-tuning rate.
+
+        Args:
+            last_n: int or `None`. Number of groups, counted from the output,
+                to train. Defaults to `None`: every group.
+            train_bn: bool. Whether BatchNorm layers of the unfrozen groups
+                train. Defaults to `False`.
+
+        Example:
+        ```python
+        model.unfreeze_backbone(last_n=1)  # last ResNet stage / ViT norm
+        model.fit(train_ds, epochs=2)
+        ```
+        """
+        if last_n is None:
+            last_n = len(self.layer_groups())
+        self._set_trainable_groups(last_n, train_bn)
+        self._recompile()
+
+    def _set_trainable_groups(self, last_n, train_bn):
+        freezing.set_backbone_trainable(
+            self.backbone, self.layer_groups(), last_n, train_bn=train_bn
+        )
+        self.trainable_groups = last_n
+        self.train_bn = train_bn
+
+    def trainable_summary(self, print_fn=None):
+        """Prints trainable/frozen parameters and BatchNorm mode per group.
+
+        Args:
+            print_fn: callable or `None`. Called with the table as one
+                string. Defaults to `print`.
+
+        Example:
+        ```python
+        model.unfreeze_backbone(last_n=1)
+        model.trainable_summary()
+        ```
+        """
+        table = freezing.format_audit(freezing.trainable_audit(self))
+        (print_fn or print)(table)
+
+    # === Compilation ===
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics="auto",
+        *,
+        label_smoothing=0.0,
+        soft_labels=False,
+        **kwargs,
+    ):
+        """Configures the model for training, with defaults matching the head.
+
+        Args:
+            optimizer: `"auto"`, an optimizer name or instance. `"auto"` is
+                `keras.optimizers.Adam` with learning rate 1e-3 while only the
+                head trains, and the backbone family's fine-tuning rate (1e-4
+                for convnets, 1e-5 for transformers) once any of the backbone
+                trains. Defaults to `"auto"`.
+            loss: `"auto"`, a loss name or instance. `"auto"` is
+                `SparseCategoricalCrossentropy` (integer labels) for a softmax
+                head and `BinaryCrossentropy` (0/1 label vectors) for a
+                sigmoid head, with `from_logits` matching `activation`. A loss
+                that does not match the head is an error. Defaults to
+                `"auto"`.
+            metrics: `"auto"` or a list of metrics. `"auto"` is accuracy for
+                a softmax head, binary accuracy and multi-label AUC for a
+                sigmoid head. Defaults to `"auto"`.
+            label_smoothing: float. Label smoothing of the `"auto"` loss.
+                Defaults to `0.0`.
+            soft_labels: bool. Whether training labels of a softmax head
+                may be class distributions (MixUp, CutMix) rather than
+                integers; the `"auto"` loss and accuracy then take both
+                (`kerastl.train.losses.SoftTargetCrossentropy`). Label smoothing
+                implies it. Defaults to `False`.
+            **kwargs: other `keras.Model.compile` arguments.
+
+        Example:
+        ```python
+        model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
+        ```
+        """
+        state = _CompileState(
+            dict(
+                optimizer=optimizer,
+                loss=loss,
+                metrics=metrics,
+                label_smoothing=label_smoothing,
+                soft_labels=soft_labels,
+                **kwargs,
+            ),
+            None,
+        )
+        self._check_loss(loss)
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(self._auto_learning_rate())
+        optimizer = self._loss_scaled(optimizer)
+        if loss == "auto":
+            loss = self._auto_loss(label_smoothing, soft_labels)
+        if metrics == "auto" and "weighted_metrics" in kwargs:
+            metrics = self._auto_metrics(loss)
+        elif metrics == "auto":
+            # As weighted metrics, rows of sample weight 0 (the padding of
+            # a data-parallel batch) do not count; with no sample weights
+            # they are the same metrics.
+            kwargs["weighted_metrics"] = self._auto_metrics(loss)
+            metrics = None
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
+        state.signature = self._trainable_signature()
+        self._compile_state = state
+
+    def _loss_scaled(self, optimizer):
+        # float16 gradients underflow without loss scaling. Keras adds it
+        # only for models whose own policy is mixed_float16, and a
+        # functional model's policy is always the global one, so the
+        # backbone's policy decides here.
+        if self.backbone.dtype_policy.name != "mixed_float16" or (
+            optimizer is None
+        ):
+            return optimizer
+        optimizer = keras.optimizers.get(optimizer)
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return optimizer
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+
+    def _auto_learning_rate(self):
+        if not any(w.trainable for w in self.backbone.weights):
+            return HEAD_LEARNING_RATE
+        return backbones.family_of(self.backbone).fine_tune_learning_rate
+
+    def _auto_loss(self, label_smoothing, soft_labels):
+        from_logits = self.outputs_logits
+        if self.multi_label:
+            # Binary cross-entropy takes soft multi-hot targets as they are.
+            return keras.losses.BinaryCrossentropy(
+                from_logits=from_logits, label_smoothing=label_smoothing
+            )
+        if soft_labels or label_smoothing:
+            return losses.SoftTargetCrossentropy(
+                from_logits=from_logits, label_smoothing=label_smoothing
+            )
+        return keras.losses.SparseCategoricalCrossentropy(
+            from_logits=from_logits
+        )
+
+    def _auto_metrics(self, loss):
+        if self.multi_label:
+            threshold = 0.0 if self.outputs_logits else 0.5
+            return [
+                keras.metrics.BinaryAccuracy(threshold=threshold),
+                keras.metrics.AUC(
+                    multi_label=True,
+                    num_labels=self.num_classes,
+                    from_logits=self.outputs_logits,
+                    name="auc",
+                ),
+            ]
+        if isinstance(loss, losses.SoftTargetCrossentropy):
+            return [losses.SoftTargetAccuracy(name="accuracy")]
+        if _loss_name(loss) in ("categorical_crossentropy",):
+            return [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def _check_loss(self, loss):
+        if loss == "auto":
+            return
+        name = _loss_name(loss)
+        head = "sigmoid (multi-label)" if self.multi_label else "softmax"
+        wrong = _CATEGORICAL_LOSSES if self.multi_label else _BINARY_LOSSES
+        if name in wrong:
+            right = (
+                _BINARY_LOSSES[0]
+                if self.multi_label
+                else _CATEGORICAL_LOSSES[0]
+            )
+            raise ValueError(
+                f"Loss {name!r} does not fit this model's {head} head. Use "
+                f"loss='auto' or {right!r}, or build the model with "
+                f"multi_label={not self.multi_label}. Received: loss={loss!r}"
+            )
+        from_logits = _loss_from_logits(loss)
+        if from_logits is not None and from_logits != self.outputs_logits:
+            outputs = "logits" if self.outputs_logits else "probabilities"
+            raise ValueError(
+                f"This model outputs {outputs} (activation="
+                f"{self.activation!r}), but the loss has from_logits="
+                f"{from_logits}. Pass from_logits={self.outputs_logits} or "
+                f"use loss='auto'. Received: loss={loss!r}"
+            )
+
+    def compile_from_config(self, config):
+        # Keras skips this for models that override `compile`; without it a
+        # loaded model would lose its optimizer and the optimizer's state.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        self.optimizer.build(self.trainable_variables)
+
+    def _trainable_signature(self):
+        return tuple(bool(w.trainable) for w in self.weights)
+
+    def _recompile(self):
+        if self._compile_state is None:
+            return
+        kwargs = dict(self._compile_state.kwargs)
+        optimizer = kwargs["optimizer"]
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            # A built optimizer holds slots for the old trainable variables;
+            # a fresh copy with the same settings is built for the new ones.
+            kwargs["optimizer"] = type(optimizer).from_config(
+                optimizer.get_config()
+            )
+        self.compile(**kwargs)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset) and not args:
+            # A dataset brings its own order; Keras' default `shuffle=True`
+            # cannot apply to it and only triggers a warning on every call.
+            kwargs.setdefault("shuffle", False)
+        state = self._compile_state
+        if state is not None and state.signature != self._trainable_signature():
+            warnings.warn(
+                "Layers were frozen or unfrozen after the model was compiled, "
+                "and Keras only applies `trainable` changes at compile time. "
+                "kerastl recompiled the model with the same settings (the "
+                "optimizer starts afresh). Use `freeze_backbone()` / "
+                "`unfreeze_backbone()`, which recompile for you.",
+                stacklevel=2,
+            )
+            self._recompile()
+        return super().fit(x, y, *args, **kwargs)
+
+    # === Features ===
+
+    def feature_extractor(self):
+        """A `keras.Model` from raw images to the pooled backbone features.
+
+        It shares layers (and weights) with this model, so it is what the
+        head sees: preprocessing, backbone, pooling.
+
+        Example:
+        ```python
+        features = model.feature_extractor().predict(images)
+        features.shape  # (num_images, backbone feature width)
+        ```
+        """
+        return keras.Model(self.input, self.pooler.output, name="features")
+
+    def logits_model(self):
+        """A `keras.Model` from raw images to the head's logits.
+
+        It shares this model's layers; its outputs are the logits before
+        temperature scaling and activation: what
+        `kerastl.evaluate.calibration.fit_temperature` fits on.
+
+        Example:
+        ```python
+        logits = model.logits_model().predict(images)
+        ```
+        """
+        return keras.Model(self.input, self._logits_tensor, name="logits")
+
+    # === Calibration and decisions ===
+
+    def set_temperature(self, temperature):
+        """Sets the temperature the logits are divided by.
+
+        Args:
+            temperature: float > 0. `1.0` turns temperature scaling off.
+
+        Example:
+        ```python
+        model.set_temperature(1.7)
+        model.predict(images)  # softmax(logits / 1.7)
+        ```
+        """
+        temperature = calibration.check_temperature(temperature)
+        self.temperature_scaling.temperature = temperature
+        self.temperature = temperature
+        # Compiled functions captured the old value as a constant.
+        self.train_function = None
+        self.test_function = None
+        self.predict_function = None
+
+    def set_thresholds(self, thresholds):
+        """Sets the per-class decision thresholds of a multi-label model.
+
+        Args:
+            thresholds: list of floats in (0, 1], one per class, or `None`
+                for 0.5 everywhere.
+
+        Example:
+        ```python
+        model.set_thresholds([0.3] * model.num_classes)
+        ```
+        """
+        self.thresholds = decision_thresholds.check_thresholds(
+            thresholds, self.num_classes, self.multi_label
+        )
+
+    def predict_labels(self, images, **kwargs):
+        """Predicted labels: class indices, or multi-hot over thresholds.
+
+        Multi-class models give the top class of each image; multi-label
+        models every class whose probability reaches its threshold
+        (`thresholds`, else 0.5).
+
+        Args:
+            images: what `predict` takes.
+            **kwargs: other `predict` arguments.
+
+        Example:
+        ```python
+        model.predict_labels(images)  # (n,) ints, or (n, num_classes) 0/1
+        ```
+        """
+        probs = keras.ops.convert_to_numpy(self.predict(images, **kwargs))
+        if self.multi_label:
+            return decision_thresholds.apply_thresholds(probs, self.thresholds)
+        return probs.argmax(axis=-1)
+
+    # === Saving ===
+
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Saves the model as a `.keras` file, atomically.
+
+        The file is written under a temporary name next to `filepath` and
+        moved into place, so an interrupted save never leaves a broken file.
+        `keras.models.load_model` restores the model, with no custom objects.
+
+        Args:
+            filepath: str or path-like ending in `.keras`.
+            overwrite: bool. Whether to replace an existing file. Defaults to
+                `True`.
+            **kwargs: other `keras.Model.save` arguments.
+
+        Example:
+        ```python
+        model.save("pets.keras")
+        restored = keras.models.load_model("pets.keras")
+        ```
+        """
+        if not str(filepath).endswith(".keras"):
+            raise ValueError(
+                "TransferClassifier saves to the `.keras` format; use "
+                "`save_to_preset` for a preset directory or `export` for "
+                f"serving formats. Received: filepath={filepath}"
+            )
+        if self.optimizer is not None and not self.optimizer.built:
+            # A loaded model's optimizer is built for its trainable weights
+            # (see `compile_from_config`); save one with the same slots.
+            self.optimizer.build(self.trainable_variables)
+        with atomic.atomic_path(filepath, suffix=".keras") as tmp:
+            super().save(tmp, overwrite=overwrite, **kwargs)
+
+    def save_to_preset(self, preset_dir):
+        """Saves the model as a preset directory, atomically.
+
+        The directory is a keras-hub backbone preset (loadable with
+        `keras_hub.models.Backbone.from_preset`) plus the head's config
+        (classes, class names, multi-label, pooling) and weights.
+        `TransferClassifier.from_preset(preset_dir)` restores the whole model.
+
+        Args:
+            preset_dir: str or path-like. Created, or replaced whole.
+
+        Example:
+        ```python
+        model.save_to_preset("pets_preset")
+        model = kerastl.TransferClassifier.from_preset("pets_preset")
+        ```
+        """
+        presets.save_preset(self, preset_dir)
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset,
+        num_classes=None,
+        *,
+        multi_label=None,
+        class_names=None,
+        load_weights=True,
+        image_converter=None,
+        **kwargs,
+    ):
+        """Builds a classifier from a preset.
+
+        `preset` can be a keras-hub preset name (`"resnet_50_imagenet"`,
+        `"vit_base_patch16_224_imagenet"`; `kerastl presets` lists them), a
+        `kaggle://` or `hf://` handle, or a local directory in keras-hub,
+        Hugging Face transformers (ViT, DeiT, DINOv2) or timm format; keras-hub
+        converts the latter two. The backbone's pretrained weights and the
+        preset's image preprocessing are loaded; a preset's own
+        classification head is not.
+
+        A directory written by `save_to_preset` restores the whole model:
+        head, class names and multi-label. Passing a different `num_classes`,
+        a head shape argument, or `class_names` other than the saved ones
+        replaces its head with a new one.
+
+        Args:
+            preset: str or path-like. The preset.
+            num_classes: int or `None`. Number of classes. May be left out for
+                a kerastl preset, or when `class_names` is given.
+            multi_label: bool or `None`. Sigmoid head if `True`. `None` keeps
+                a kerastl preset's setting, else means `False`.
+            class_names: list of str or `None`. Names of the classes.
+            load_weights: bool. Whether to load pretrained weights. Defaults
+                to `True`.
+            image_converter: a `keras_hub.layers.ImageConverter` or `None`.
+                Overrides the preset's preprocessing. Defaults to `None`.
+            **kwargs: other `TransferClassifier` arguments (`pooling`,
+                `dropout`, `hidden_dim`, `activation`, `head_dtype`), and
+                `dtype`: the backbone's dtype policy, e.g.
+                `"mixed_bfloat16"` (mixed precision; the head stays in
+                `head_dtype`).
+
+        Example:
+        ```python
+        model = kerastl.TransferClassifier.from_preset(
+            "resnet_50_imagenet", num_classes=37
+        )
+        model = kerastl.TransferClassifier.from_preset(
+            "./vit-hf-checkpoint", class_names=["cat", "dog"]
+        )
+        ```
+        """
+        preset = str(preset)
+        backbones.check_preset(preset)
+        saved = presets.load_head_config(preset) or {}
+        head = {**saved, **kwargs}
+        if multi_label is not None:
+            head["multi_label"] = multi_label
+        if num_classes is None and class_names is not None:
+            num_classes = len(class_names)
+        if num_classes is not None:
+            head["num_classes"] = num_classes
+        if "num_classes" not in head:
+            raise ValueError(
+                f"Preset '{preset}' has no kerastl head, so the number of "
+                "classes is unknown. Pass `num_classes=` or `class_names=`. "
+                f"Received: num_classes=None"
+            )
+        # The saved head is only the right head for the same classes: a
+        # preset pretrained on other classes of the same count (Fashion-MNIST
+        # 0-4, then 5-9) must start a new one.
+        reuse_head = (
+            bool(saved)
+            and all(
+                head.get(key) == saved.get(key)
+                for key in presets.HEAD_SHAPE_KEYS
+            )
+            and (
+                class_names is None
+                or saved.get("class_names") is None
+                or list(class_names) == list(saved["class_names"])
+            )
+        )
+        if class_names is not None:
+            head["class_names"] = class_names
+        elif not reuse_head:
+            head["class_names"] = None
+        if not reuse_head:
+            # A new head's logits are not the ones these were fitted on.
+            for key in ("temperature", "thresholds"):
+                if key not in kwargs:
+                    head.pop(key, None)
+        model = cls(
+            backbone=presets.load_backbone(
+                preset, load_weights=load_weights, dtype=head.pop("dtype", None)
+            ),
+            image_converter=image_converter
+            or presets.load_image_converter(preset),
+            **head,
+        )
+        if reuse_head and load_weights:
+            presets.load_head_weights(model, preset)
+        return model
+
+    def head_config(self):
+        """The config of everything but the backbone and the converter."""
+        return {
+            "num_classes": self.num_classes,
+            "multi_label": self.multi_label,
+            "activation": self.activation,
+            "pooling": self.pooling,
+            "dropout": self.dropout,
+            "hidden_dim": self.hidden_dim,
+            "class_names": self.class_names,
+            "trainable_groups": self.trainable_groups,
+            "train_bn": self.train_bn,
+            "temperature": self.temperature,
+            "thresholds": self.thresholds,
+            "head_dtype": self.head_dtype
+            if isinstance(self.head_dtype, str)
+            else keras.dtype_policies.serialize(self.head_dtype),
+        }
+
+    def get_config(self):
+        # Don't chain to Functional's config: it would nest every backbone
+        # layer. Like keras-hub's `Task`, store the constructor arguments.
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.layers.serialize(self.backbone),
+            "image_converter": keras.layers.serialize(self.image_converter),
+            **self.head_config(),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("backbone", "image_converter"):
+            if isinstance(config[key], dict):
+                config[key] = keras.layers.deserialize(config[key])
+        return cls(**config)
+
+
+def _loss_name(loss):
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, keras.losses.Loss):
+        return _snake_case(type(loss).__name__)
+    return getattr(loss, "__name__", None)
+
+
+def _loss_from_logits(loss):
+    if isinstance(loss, keras.losses.Loss):
+        return loss.get_config().get("from_logits")
+    if isinstance(loss, str) and loss in _CATEGORICAL_LOSSES + _BINARY_LOSSES:
+        return False
+    return None
+
+
+def _glorot_uniform(shape):
+    """Glorot-uniform values from NumPy's global generator, as float32."""
+    fan_in, fan_out = shape
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return np.random.uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+def _check_head_args(num_classes, multi_label, activation, pooling):
+    minimum = 1 if multi_label else 2
+    if not isinstance(num_classes, int) or num_classes < minimum:
+        raise ValueError(
+            f"`num_classes` must be an integer of at least {minimum} for a "
+            f"{'multi-label' if multi_label else 'multi-class'} classifier. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    allowed = ("auto", None, "sigmoid" if multi_label else "softmax")
+    if activation not in allowed:
+        raise ValueError(
+            f"`activation` must be one of {allowed} for multi_label="
+            f"{multi_label}: a softmax head cannot score several labels per "
+            "image and a sigmoid head does not give one distribution. "
+            f"Received: activation={activation!r}"
+        )
+    if pooling != "auto" and pooling not in POOLING_MODES:
+        raise ValueError(
+            f"`pooling` must be 'auto' or one of {', '.join(POOLING_MODES)}. "
+            f"Received: pooling={pooling!r}"
+        )
+
+
+def _check_class_names(class_names, num_classes):
+    if class_names is None:
+        return None
+    class_names = [str(name) for name in class_names]
+    if len(class_names) != num_classes or len(set(class_names)) != len(
+        class_names
+    ):
+        raise ValueError(
+            f"`class_names` must hold {num_classes} distinct names, one per "
+            f"class. Received: class_names={class_names!r}"
+        )
+    return class_names

@@ -1,0 +1,365 @@
+"""The run directory: its layout, who may write into it, and its lock.
+
+A run directory is the record of one `kerastl fit`. kerastl writes only
+into directories it created itself, or that were empty when it started (a
+user's `--output-dir`); one process at a time holds a run directory, through
+an exclusive lock on its `.kerastl.lock` file that the operating system releases
+when the process ends, however it ends.
+
+Layout (file names other modules use come from here):
+`model.keras`, `preset/`, `recipe.json`, `run.json`, `history.csv`,
+`metrics.json`, `report.md`, `plots/`, `skipped_files.txt`, and
+`checkpoint/` until the run has finished.
+"""
+
+import datetime
+import fcntl
+import json
+import os
+import pathlib
+import socket
+
+from kerastl.errors import RunDirError
+
+MODEL_FILE = "model.keras"
+PRESET_DIR = "preset"
+RECIPE_FILE = "recipe.json"
+RUN_FILE = "run.json"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+SKIPPED_FILE = "skipped_files.txt"
+CHECKPOINT_DIR = "checkpoint"
+LOCK_FILE = ".kerastl.lock"
+
+# The most same-second runs of one recipe that get a numbered suffix.
+_MAX_SUFFIX = 1000
+
+
+def is_run(path):
+    """Whether `path` is a directory `kerastl fit` wrote (it has run.json).
+
+    Example:
+    ```python
+    kerastl.runs.rundir.is_run("runs/pets/20261123-140512")  # True
+    ```
+    """
+    return (pathlib.Path(path) / RUN_FILE).is_file()
+
+
+def is_finished(path):
+    """Whether the run in `path` has finished (it has metrics.json).
+
+    Example:
+    ```python
+    kerastl.runs.rundir.is_finished("runs/pets/20261123-140512")
+    ```
+    """
+    return is_run(path) and (pathlib.Path(path) / METRICS_FILE).is_file()
+
+
+def default_parent(name):
+    """`runs/<name>`, relative to the working directory, where `fit` puts a
+    recipe's runs.
+
+    Example:
+    ```python
+    kerastl.runs.rundir.default_parent("pets")  # PosixPath('runs/pets')
+    ```
+    """
+    return pathlib.Path("runs") / name
+
+
+class RunLock:
+    """An exclusive hold on a run directory for this process.
+
+    `fcntl.flock` on `.kerastl.lock`: the kernel drops it when the process
+    exits, even on `kill -9`, so a lock is never stale; the file also names
+    the holder (pid, host, start time) for the message another process
+    gets.
+
+    Args:
+        run_dir: path of an existing directory.
+
+    Example:
+    ```python
+    with kerastl.runs.rundir.RunLock(run_dir):
+        ...  # write the run
+    ```
+    """
+
+    def __init__(self, run_dir):
+        self.run_dir = pathlib.Path(run_dir)
+        self._fd = None
+
+    def acquire(self):
+        """Takes the lock, or raises `RunDirError` naming its holder."""
+        path = self.run_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096)
+            os.close(fd)
+            raise _in_use(self.run_dir, holder) from None
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self, remove=True):
+        """Drops the lock and, with `remove`, the lock file."""
+        if self._fd is None:
+            return
+        if remove:
+            (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self):
+        return self if self._fd is not None else self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+def _in_use(run_dir, holder):
+    try:
+        holder = json.loads(holder.decode("utf-8"))
+        who = (
+            f"process {holder['pid']} on {holder['host']}, started "
+            f"{holder['started']}"
+        )
+    except (ValueError, KeyError, TypeError):
+        who = "a process that is still starting"
+    return RunDirError(
+        f"{run_dir} is in use by another kerastl process ({who}). Two runs "
+        "never share a directory: wait for it to finish (or stop it), or "
+        "choose another --output-dir."
+    )
+
+
+def new_run_dir(parent, now=None):
+    """Creates and locks a new run directory `parent/<timestamp>`.
+
+    Two runs started in the same second get `<timestamp>`, `<timestamp>-2`,
+    ...: the directory is created with `mkdir` without `exist_ok`, which
+    only one process can win.
+
+    Args:
+        parent: path, e.g. `runs/pets`.
+        now: `datetime.datetime` or `None` (the current time).
+
+    Returns:
+        A held `RunLock`; its `run_dir` is the new directory.
+
+    Example:
+    ```python
+    lock = kerastl.runs.rundir.new_run_dir("runs/pets")
+    lock.run_dir  # runs/pets/20261123-140512
+    ```
+    """
+    parent = pathlib.Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    for suffix in range(1, _MAX_SUFFIX + 1):
+        run_dir = parent / (stamp if suffix == 1 else f"{stamp}-{suffix}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return RunLock(run_dir).acquire()
+    raise RunDirError(
+        f"{parent} already holds {_MAX_SUFFIX} runs started at {stamp}. "
+        "Choose an --output-dir."
+    )
+
+
+def check_output_dir(run_dir, resume=False):
+    """Refuses a directory that `fit` must not write into; writes nothing.
+
+    Without `resume`: the directory must not exist, or be empty. A
+    finished run, an interrupted run (use `--resume`) and a folder of
+    anything else (a user's files) are refused. With `resume`, it must be
+    an unfinished kerastl run.
+
+    Args:
+        run_dir: path.
+        resume: bool.
+
+    Example:
+    ```python
+    kerastl.runs.rundir.check_output_dir("runs/pets/mine")
+    ```
+    """
+    run_dir = pathlib.Path(run_dir)
+    _check_not_held(run_dir)
+    _check_contents(run_dir, resume)
+
+
+def _check_not_held(run_dir):
+    """Raises if another process holds `run_dir`'s lock; writes nothing."""
+    try:
+        fd = os.open(pathlib.Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        raise _in_use(run_dir, os.read(fd, 4096)) from None
+    finally:
+        os.close(fd)
+
+
+def _check_contents(run_dir, resume):
+    if resume:
+        if not is_run(run_dir):
+            raise RunDirError(
+                f"{run_dir} is not a kerastl run directory (it has no "
+                f"{RUN_FILE}); --resume takes the directory an interrupted "
+                "`kerastl fit` wrote."
+            )
+        if is_finished(run_dir):
+            raise RunDirError(
+                f"The run in {run_dir} has finished; there is nothing to "
+                "resume. Start a new run with `kerastl fit RECIPE`."
+            )
+        return
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise RunDirError(
+            f"--output-dir {run_dir} is a file. Give the path of a new or "
+            "empty directory."
+        )
+    if is_finished(run_dir):
+        raise RunDirError(
+            f"{run_dir} holds a finished run. Choose another --output-dir "
+            "(or leave it out for a new runs/<name>/<timestamp>)."
+        )
+    if is_run(run_dir):
+        raise RunDirError(
+            f"{run_dir} holds an interrupted run. Continue it with `kerastl "
+            f"fit --resume {run_dir}`, or choose another --output-dir."
+        )
+    contents = [p.name for p in run_dir.iterdir() if p.name != LOCK_FILE]
+    if contents:
+        shown = ", ".join(sorted(contents)[:5])
+        raise RunDirError(
+            f"--output-dir {run_dir} already holds files that kerastl did "
+            f"not write ({shown}{', ...' if len(contents) > 5 else ''}). A "
+            "run never writes into a folder of other files: give a new or "
+            "empty directory."
+        )
+
+
+def claim(run_dir, resume=False):
+    """Creates (if needed) and locks `run_dir` for a run; checks it again
+    under the lock, so two processes cannot both pass the check.
+
+    Args:
+        run_dir: path: a user's `--output-dir`, or a run to resume.
+        resume: bool. Whether the run in it is continued.
+
+    Returns:
+        A held `RunLock`.
+
+    Example:
+    ```python
+    with kerastl.runs.rundir.claim("runs/pets/mine") as lock:
+        ...
+    ```
+    """
+    run_dir = pathlib.Path(run_dir)
+    check_output_dir(run_dir, resume=resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir).acquire()
+    try:
+        # Again under the lock: another process may have started a run
+        # here since the first check.
+        _check_contents(run_dir, resume)
+    except RunDirError:
+        lock.release(remove=False)
+        raise
+    return lock
+
+
+def check_outside(run_dir, folder, what):
+    """Refuses a run or output directory inside `folder` (user data, which
+    kerastl only reads).
+
+    Args:
+        run_dir: path of the directory to be written.
+        folder: path or `None`. Nothing is checked for `None`.
+        what: str naming `folder` in the message, e.g. "the training data".
+
+    Example:
+    ```python
+    kerastl.runs.rundir.check_outside("data/flowers/run", "data/flowers",
+                                 "the training data")  # RunDirError
+    ```
+    """
+    if folder is None:
+        return
+    inner = pathlib.Path(run_dir).resolve()
+    outer = pathlib.Path(folder).resolve()
+    if inner == outer or outer in inner.parents:
+        raise RunDirError(
+            f"{run_dir} lies inside {what} ({folder}), which kerastl only "
+            "reads: its files would be mixed with the data. Choose a "
+            "directory outside it."
+        )
+
+
+def check_evaluation_dir(output_dir, own_run=None):
+    """Refuses an evaluation output directory that would replace a run's
+    training results or hold a user's files; writes nothing.
+
+    Allowed: a new or empty directory, an earlier evaluation's output, and
+    `own_run` itself (evaluating a run's own split adds to its results).
+
+    Args:
+        output_dir: path.
+        own_run: path of the run being evaluated on its own data, or `None`.
+
+    Example:
+    ```python
+    kerastl.runs.rundir.check_evaluation_dir("runs/pets/x/evaluations/new")
+    ```
+    """
+    output_dir = pathlib.Path(output_dir)
+    if not output_dir.exists():
+        return
+    if own_run is not None and output_dir.resolve() == (
+        pathlib.Path(own_run).resolve()
+    ):
+        return
+    if is_run(output_dir):
+        raise RunDirError(
+            f"{output_dir} is a run directory: this evaluation would "
+            "replace the run's own metrics.json and report.md. Leave "
+            "--output-dir out (results go to <run>/evaluations/<data name>) "
+            "or choose a new directory."
+        )
+    metrics = output_dir / METRICS_FILE
+    earlier = metrics.is_file() and "data" in _read_json(metrics)
+    if not earlier and any(output_dir.iterdir()):
+        raise RunDirError(
+            f"--output-dir {output_dir} already holds files that kerastl "
+            "did not write. Give a new or empty directory."
+        )
+
+
+def _read_json(path):
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,82 @@
+"""The private Keras APIs kerastl needs, in one place.
+
+Keras 3 has no public way to do the three things below, so kerastl calls
+Keras' own private methods here and nowhere else. Checked against Keras
+3.15.1 (`keras/src/layers/layer.py`, `keras/src/trainers/trainer.py`); when
+Keras changes, this is the one module to update, and `tests/test_keras_
+internals.py` is the test that says so.
+"""
+
+
+def all_layers(layer, include_self=True, recursive=True):
+    """Every layer inside `layer`, parents before their sublayers.
+
+    `Model.layers` lists only a functional model's own nodes, not the layers
+    nested inside them (a keras-hub backbone's blocks, a converter's
+    `Resizing`); `Layer._flatten_layers` walks them all.
+
+    Args:
+        layer: a `keras.layers.Layer` or `keras.Model`.
+        include_self: bool. Whether `layer` itself comes first.
+        recursive: bool. Whether to descend below the direct children.
+
+    Returns:
+        A list of layers, each once.
+
+    Example:
+    ```python
+    from kerastl.utils.keras_internals import all_layers
+
+    [type(x).__name__ for x in all_layers(model.backbone)][:3]
+    ```
+    """
+    return list(
+        layer._flatten_layers(include_self=include_self, recursive=recursive)
+    )
+
+
+def forget_compiled_functions(model):
+    """Makes the next `fit`, `evaluate` and `predict` trace anew.
+
+    Keras traces `train_function`, `test_function` and `predict_function`
+    once and caches them; a change those traces captured as a constant (a
+    temperature, a trainable flag) needs them traced again. `compile` does
+    this by setting them to `None`, which is all this does, without
+    replacing the optimizer and metrics the way `compile` would.
+
+    Args:
+        model: a compiled `keras.Model`.
+
+    Example:
+    ```python
+    from kerastl.utils.keras_internals import forget_compiled_functions
+
+    forget_compiled_functions(model)  # the next predict() retraces
+    ```
+    """
+    model.train_function = None
+    model.test_function = None
+    model.predict_function = None
+
+
+def build_from_batch(model, data_batch):
+    """Builds a compiled model's loss, metrics and optimizer from one batch.
+
+    `fit` builds them from a batch it pulls off the data on JAX and
+    PyTorch, which shifts a stream shared by several `fit` calls by one
+    batch. `Trainer._symbolic_build(data_batch=...)` builds them from a
+    given batch (zeros of the right shapes) instead and pulls nothing.
+
+    Args:
+        model: a compiled `keras.Model`.
+        data_batch: a batch shaped like the training data, e.g.
+            `(images, labels)` of batch size 1.
+
+    Example:
+    ```python
+    from kerastl.utils.keras_internals import build_from_batch
+
+    build_from_batch(model, (np.zeros((1, 32, 32, 3)), np.zeros((1,))))
+    ```
+    """
+    model._symbolic_build(data_batch=data_batch)
