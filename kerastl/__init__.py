@@ -38,10 +38,10 @@ __all__ = ["__version__", *_LAZY_ATTRIBUTES]
 # Every module defining a class that a `.keras` file can name (decorated
 # with `keras.saving.register_keras_serializable`).
 _SERIALIZABLE_MODULES = (
-    "kerastl.evaluate.calibration",
     "kerastl.models.classifier",
+    "kerastl.models.decisions",
     "kerastl.train.distillation",
-    "kerastl.train.losses",
+    "kerastl.models.losses",
     "kerastl.train.optimizers",
     "kerastl.models.pooling",
 )

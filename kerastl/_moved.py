@@ -31,7 +31,7 @@ MOVED = {
     "kerastl.standins": "kerastl.models.standins",
     "kerastl.training": "kerastl.train.stages",
     "kerastl.optimizers": "kerastl.train.optimizers",
-    "kerastl.losses": "kerastl.train.losses",
+    "kerastl.losses": "kerastl.models.losses",
     "kerastl.features": "kerastl.train.features",
     "kerastl.checkpoints": "kerastl.train.checkpoints",
     "kerastl.distill": "kerastl.train.distillation",

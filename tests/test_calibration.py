@@ -7,6 +7,7 @@ from sklearn import metrics
 
 from kerastl import TransferClassifier
 from kerastl.evaluate import calibration
+from kerastl.models import decisions
 
 
 def test_ece_hand_worked_multi_class():
@@ -104,7 +105,7 @@ def test_fit_temperature_recovers_the_sampling_temperature(
 def test_bad_temperature_is_a_clear_error():
     for bad in (0, -1.0, float("nan"), "2", True):
         with pytest.raises(ValueError, match="positive number"):
-            calibration.check_temperature(bad)
+            decisions.check_temperature(bad)
 
 
 def _model(multi_label=False, **kwargs):

@@ -13,7 +13,6 @@ from kerastl import TransferClassifier
 from kerastl import fine_tune
 from kerastl.cli import cli
 from kerastl.train.distillation import Distiller
-from kerastl.train.distillation import load_teacher
 
 NUM_CLASSES = 3
 RECIPE = pathlib.Path(__file__).parents[1] / "recipes" / "cifar10_distill.py"
@@ -284,17 +283,6 @@ def test_incompatible_teachers_are_clear_errors(
     teacher = classifier("vit", **teacher_kwargs)
     with pytest.raises(ValueError, match=message):
         Distiller(student, teacher)
-
-
-def test_bad_teacher_paths_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="does not exist. A teacher is"):
-        load_teacher(tmp_path / "runs" / "missing")
-    with pytest.raises(ValueError, match="does not exist"):
-        load_teacher("vit_base_patch16_224_imagenet")
-    # A keras-hub preset has a backbone but no head for the user's classes.
-    kit.save_tiny_preset("vit", tmp_path / "vit")
-    with pytest.raises(ValueError, match="is not a trained classifier"):
-        load_teacher(tmp_path / "vit")
 
 
 @pytest.mark.parametrize(

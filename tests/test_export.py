@@ -18,6 +18,7 @@ from scipy import special
 import kerastl
 from kerastl.cli import cli
 from kerastl.deploy import export
+from kerastl.runs import rundir
 
 BACKEND = keras.config.backend()
 FORMATS = ("saved_model", "onnx", "litert")
@@ -69,7 +70,7 @@ def exports(models, tmp_path_factory):
     def get(kind, export_format):
         if (kind, export_format) not in done:
             folder = tmp_path_factory.mktemp(f"{kind}-{export_format}")
-            output = export.default_output(folder / "m.keras", export_format)
+            output = rundir.export_path(folder / "m.keras", export_format)
             done[kind, export_format] = export.export_model(
                 models[kind], export_format, output
             )
@@ -193,23 +194,23 @@ def test_sidecar_describes_the_model(export_format, kind, models, exports):
     assert info["output"]["activation"] == activation
 
 
-def test_default_output_sits_beside_the_model(tmp_path):
+def test_export_path_sits_beside_the_model(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "model.keras").touch()
-    assert export.default_output(run_dir, "onnx") == (
+    assert rundir.export_path(run_dir, "onnx") == (
         run_dir / "export" / "model.onnx"
     )
-    assert export.default_output(run_dir, "saved_model") == (
+    assert rundir.export_path(run_dir, "saved_model") == (
         run_dir / "export" / "saved_model"
     )
     model_file = tmp_path / "pets.keras"
-    assert export.default_output(model_file, "litert") == (
+    assert rundir.export_path(model_file, "litert") == (
         tmp_path / "pets_export" / "model.tflite"
     )
     preset = tmp_path / "pets_preset"
     preset.mkdir()
-    assert export.default_output(preset, "onnx") == (
+    assert rundir.export_path(preset, "onnx") == (
         tmp_path / "pets_preset_export" / "model.onnx"
     )
 

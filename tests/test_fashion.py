@@ -16,7 +16,7 @@ from kerastl.data.idx_source import FASHION_MNIST_DIR
 from kerastl.data.idx_source import read_idx
 from kerastl.data.idx_source import split_files
 from kerastl.models.presets import load_image_converter
-from kerastl.runs.fit import build_model
+from kerastl.runs.build import build_model
 from kerastl.runs.recipe import load_recipe
 
 FASHION = pathlib.Path(FASHION_MNIST_DIR)

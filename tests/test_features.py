@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from kerastl import TransferClassifier
 from kerastl.train import features
+from kerastl.utils import cache
 
 HEADS = [
     pytest.param(False, id="softmax"),
@@ -146,7 +147,7 @@ def test_history_has_the_keys_model_fit_logs(multi_label, tmp_path):
 def test_later_call_reads_the_cache_without_running_the_backbone(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setenv(features.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
     images, ids = kit.random_images(16), np.arange(16)
     model = build()
     expected = model.feature_extractor().predict(images, verbose=0)

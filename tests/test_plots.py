@@ -401,7 +401,7 @@ def test_report_figures_with_odd_class_names(multi_label, tmp_path):
 
     model = tiny_model(multi_label, ODD_NAMES)
     result = report.evaluate_split(
-        model, split_predictions(multi_label), "test", tmp_path
+        model, split_predictions(multi_label), "test", tmp_path, "plots"
     )
     stems = ["per_class_f1", "reliability", "mistakes"]
     stems.append("precision_recall" if multi_label else "confusion_matrix")
@@ -429,8 +429,10 @@ def test_a_failed_plot_is_skipped_with_a_warning(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "training_curves", fail)
 
     with pytest.warns(UserWarning) as caught:
-        result = report.evaluate_split(model, predictions, "test", tmp_path)
-        curves = report.training_curves(history_rows(2), tmp_path)
+        result = report.evaluate_split(
+            model, predictions, "test", tmp_path, "plots"
+        )
+        curves = report.training_curves(history_rows(2), tmp_path, "plots")
     assert [str(w.message) for w in caught] == [
         f"could not draw {tmp_path / 'plots' / name}: RuntimeError: no room "
         "on the canvas; the run's results are unaffected."

@@ -12,7 +12,7 @@ from kerastl import Recipe
 from kerastl import Stage
 from kerastl.data import DataSpec
 from kerastl.models.presets import load_image_converter
-from kerastl.runs.fit import build_model
+from kerastl.runs.build import build_model
 from kerastl.runs.recipe import RecipeError
 from kerastl.runs.recipe import apply_overrides
 from kerastl.runs.recipe import describe

@@ -14,8 +14,8 @@ from kerastl import Stage
 from kerastl import TransferClassifier
 from kerastl.cli import cli
 from kerastl.data import mixing
-from kerastl.train.losses import SoftTargetAccuracy
-from kerastl.train.losses import SoftTargetCrossentropy
+from kerastl.models.losses import SoftTargetAccuracy
+from kerastl.models.losses import SoftTargetCrossentropy
 
 PROBS = np.array(
     [[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25]], "float32"

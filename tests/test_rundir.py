@@ -13,10 +13,12 @@ import time
 
 import keras
 import kit
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from kerastl import TransferClassifier
 from kerastl.cli import cli
 from kerastl.errors import RunDirError
 from kerastl.runs import rundir
@@ -363,3 +365,57 @@ def test_a_broken_keras_file_is_one_paragraph(runner, tmp_path, kind):
     assert "is not a readable .keras model" in result.output
     assert "Traceback" not in result.output
     assert time.monotonic() - started < 60
+
+
+def saved_classifier(path, seed):
+    keras.utils.set_random_seed(seed)
+    backbone, converter = kit.tiny_resnet(16)
+    model = TransferClassifier(
+        backbone, 3, image_converter=converter, class_names=["a", "b", "c"]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
+
+
+def test_one_loader_for_runs_files_and_presets(tmp_path):
+    images = kit.random_images(4, image_size=16)
+    older_file = tmp_path / "runs" / "1" / rundir.MODEL_FILE
+    older = saved_classifier(older_file, 1)
+    # Written long ago: the folder's newest run is the other one.
+    os.utime(older_file, (1, 1))
+    newer = saved_classifier(tmp_path / "runs" / "2" / rundir.MODEL_FILE, 2)
+    newer.save_to_preset(tmp_path / "preset")
+    expected = {
+        "run directory": (tmp_path / "runs" / "1", older),
+        "folder of runs (newest)": (tmp_path / "runs", newer),
+        ".keras file": (older_file, older),
+        "preset": (tmp_path / "preset", newer),
+    }
+    for what, (path, model) in expected.items():
+        loaded = rundir.load_classifier(path)
+        np.testing.assert_allclose(
+            loaded.predict(images, verbose=0),
+            model.predict(images, verbose=0),
+            atol=1e-6,
+            err_msg=what,
+        )
+    assert rundir.newest_run(tmp_path / "runs") == tmp_path / "runs" / "2"
+    assert rundir.newest_run(tmp_path / "preset") is None
+
+
+def test_the_loader_says_what_a_model_can_be(tmp_path):
+    with pytest.raises(ValueError, match="does not exist. A teacher is"):
+        rundir.load_classifier(tmp_path / "runs" / "missing", role="teacher")
+    with pytest.raises(ValueError, match="Model 'vit_base.*' does not exist"):
+        rundir.load_classifier("vit_base_patch16_224_imagenet")
+    # A keras-hub preset has a backbone but no head for the user's classes.
+    kit.save_tiny_preset("vit", tmp_path / "vit")
+    with pytest.raises(ValueError, match="is not a trained classifier"):
+        rundir.load_classifier(tmp_path / "vit", role="teacher")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="is not a trained classifier"):
+        rundir.load_classifier(tmp_path / "notes.txt")
+    (tmp_path / "broken.keras").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="not a readable .keras model"):
+        rundir.load_classifier(tmp_path / "broken.keras")

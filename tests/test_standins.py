@@ -9,7 +9,7 @@ import pytest
 from kerastl import TransferClassifier
 from kerastl.models import backbones
 from kerastl.models import standins
-from kerastl.train import features
+from kerastl.utils import cache
 
 # The real presets' image_converter.json, as keras-hub writes it from the
 # source checkpoint's config: `scale = 1 / (255 * std)`, `offset = -mean /
@@ -219,7 +219,7 @@ def test_build_leaves_the_callers_random_streams_alone(tmp_path):
 
 def test_cached_under_the_kerastl_cache_dir_and_reused():
     standin = standins.standin_preset("resnet_50_imagenet")
-    expected = features.cache_root() / "standins" / "resnet_50_imagenet"
+    expected = cache.cache_root() / "standins" / "resnet_50_imagenet"
     assert standin.path == expected
     weights = standin.path / "model.weights.h5"
     written = weights.stat().st_mtime_ns

@@ -5,6 +5,7 @@ from sklearn import metrics
 
 from kerastl import TransferClassifier
 from kerastl.evaluate import thresholds
+from kerastl.models import decisions
 
 
 def _scores(seed=0, n=200, classes=4):
@@ -75,11 +76,11 @@ def test_hand_worked_thresholds():
 
 def test_bad_thresholds_are_clear_errors():
     with pytest.raises(ValueError, match="multi-label"):
-        thresholds.check_thresholds([0.5, 0.5], 2, multi_label=False)
+        decisions.check_thresholds([0.5, 0.5], 2, multi_label=False)
     with pytest.raises(ValueError, match="2 numbers in"):
-        thresholds.check_thresholds([0.5], 2, multi_label=True)
+        decisions.check_thresholds([0.5], 2, multi_label=True)
     with pytest.raises(ValueError, match="2 numbers in"):
-        thresholds.check_thresholds([0.5, 1.5], 2, multi_label=True)
+        decisions.check_thresholds([0.5, 1.5], 2, multi_label=True)
     with pytest.raises(ValueError, match="target_precision"):
         thresholds.tune_thresholds(*_scores(), target_precision=0)
 

@@ -91,39 +91,22 @@ _REQUIREMENTS = {
 }
 
 
-def default_output(model_path, export_format):
-    """Where `kerastl export` writes an artifact when no `--output` is given.
-
-    A run directory exports into its own `export/` folder; a `.keras` file or
-    a preset directory into a folder beside it named after it (`m.keras` ->
-    `m_export/`, `presets/pets/` -> `presets/pets_export/`), so a preset
-    directory stays a clean preset. Inside, the artifact is `saved_model/`,
+def artifact_name(export_format):
+    """The artifact's name inside an export folder: `saved_model`,
     `model.onnx` or `model.tflite`, so the three formats live side by side.
 
     Args:
-        model_path: str or path-like. What `kerastl export` was given.
         export_format: `"saved_model"`, `"onnx"` or `"litert"`.
-
-    Returns:
-        A `pathlib.Path`.
 
     Example:
     ```python
-    kerastl.deploy.export.default_output("runs/pets/20261123-140512", "onnx")
-    # PosixPath('runs/pets/20261123-140512/export/model.onnx')
+    kerastl.deploy.export.artifact_name("onnx")  # 'model.onnx'
     ```
     """
     _check_format(export_format)
-    model_path = pathlib.Path(model_path)
-    if model_path.is_dir() and (model_path / "model.keras").is_file():
-        folder = model_path / "export"
-    elif model_path.is_dir():
-        folder = model_path.parent / f"{model_path.name}_export"
-    else:
-        folder = model_path.parent / f"{model_path.stem}_export"
     if export_format == "saved_model":
-        return folder / "saved_model"
-    return folder / f"model{_SUFFIXES[export_format]}"
+        return "saved_model"
+    return f"model{_SUFFIXES[export_format]}"
 
 
 def sidecar_path(artifact):
@@ -209,7 +192,7 @@ def export_model(model, export_format, output):
         export_format: `"saved_model"` (a folder), `"onnx"` (a `.onnx`
             file) or `"litert"` (a `.tflite` file).
         output: str or path-like. Where the artifact goes;
-            `default_output` gives the usual place.
+            `kerastl.runs.rundir.export_path` gives the usual place.
 
     Returns:
         `(artifact_path, sidecar_path)`, as `pathlib.Path`s.
@@ -223,7 +206,7 @@ def export_model(model, export_format, output):
 
     Example:
     ```python
-    model = kerastl.deploy.predict.load_model("runs/pets/20261123-140512")
+    model = kerastl.runs.rundir.load_classifier("runs/pets/20261123-140512")
     artifact, sidecar = kerastl.deploy.export.export_model(
         model, "onnx", "pets.onnx"
     )

@@ -3,65 +3,13 @@
 import csv
 import io
 import pathlib
-import zipfile
 
-import keras
 import numpy as np
 
 from kerastl.data import images
 from kerastl.data import pipeline
 from kerastl.data.folder_source import list_files
-from kerastl.evaluate import thresholds
-from kerastl.models import presets
-from kerastl.models.classifier import TransferClassifier
-
-
-def load_model(path):
-    """A classifier from a run directory, a `.keras` file or a preset.
-
-    Args:
-        path: str or path-like.
-
-    Example:
-    ```python
-    model = kerastl.deploy.predict.load_model("runs/pets/20261123-140512")
-    ```
-    """
-    path = pathlib.Path(path)
-    if path.is_dir() and (path / "model.keras").is_file():
-        return _load_keras_file(path / "model.keras")
-    if path.is_dir() and (path / presets.HEAD_CONFIG_FILE).is_file():
-        return TransferClassifier.from_preset(path)
-    if path.suffix == ".keras" and path.is_file():
-        return _load_keras_file(path)
-    raise ValueError(
-        f"'{path}' is not a kerastl model: pass a run directory (holding "
-        "model.keras), a .keras file, or a preset directory written by "
-        f"save_to_preset. Received: {path}"
-    )
-
-
-def _load_keras_file(path):
-    try:
-        return keras.models.load_model(path)
-    except (ValueError, TypeError) as error:
-        if "Could not locate" not in str(error) and "Unknown" not in str(error):
-            raise ValueError(_unreadable(path, error)) from error
-        raise
-    except (KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
-        # Keras reads a .keras file as a zip of config and weights: a
-        # truncated or foreign file fails anywhere inside that.
-        raise ValueError(_unreadable(path, error)) from error
-
-
-def _unreadable(path, error):
-    return (
-        f"{path} is not a readable .keras model ({type(error).__name__}: "
-        f"{error}). It may be truncated (an interrupted copy) or another "
-        "kind of file. kerastl writes model.keras atomically, so a run "
-        "directory's own copy is whole: copy it again, or evaluate the run "
-        "directory itself."
-    )
+from kerastl.models import decisions
 
 
 def expand_inputs(inputs):
@@ -147,7 +95,7 @@ def predict_files(
         resized = pipeline.center_crop_resize(pixels, model.image_size)
         batch.append(np.asarray(resized))
         slots.append(results[-1])
-    cuts = model.thresholds or [thresholds.DEFAULT_THRESHOLD] * len(names)
+    cuts = model.thresholds or [decisions.DEFAULT_THRESHOLD] * len(names)
     for start in range(0, len(batch), batch_size):
         chunk = np.stack(batch[start : start + batch_size])
         probs = predict_probabilities(model, chunk, tta=tta)

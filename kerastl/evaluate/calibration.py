@@ -19,7 +19,6 @@ probabilities move. `TransferClassifier(temperature=T)` applies it inside
 the model, so `predict`, evaluation and exports all see it.
 """
 
-import keras
 import numpy as np
 from scipy import optimize
 from scipy import special
@@ -30,64 +29,6 @@ NUM_BINS = 15
 # The fitted temperature is kept within [1/20, 20]: beyond that the
 # validation split is degenerate (all right or all wrong with one class).
 _LOG_TEMPERATURE_BOUNDS = (np.log(0.05), np.log(20.0))
-
-
-@keras.saving.register_keras_serializable(package="kerastl")
-class TemperatureScaling(keras.layers.Layer):
-    """Divides logits by a temperature, then applies the output activation.
-
-    The temperature is a plain float, part of the config rather than a
-    weight: it is set after training (`TransferClassifier.set_temperature`)
-    and saved with the model's config and presets.
-
-    Args:
-        temperature: float > 0. `1.0` leaves the logits as they are.
-        activation: `"softmax"`, `"sigmoid"` or `None` (logits out).
-        **kwargs: standard `keras.layers.Layer` arguments.
-
-    Example:
-    ```python
-    layer = kerastl.evaluate.calibration.TemperatureScaling(2.0, "softmax")
-    layer(keras.ops.array([[2.0, 0.0]]))  # softmax([1.0, 0.0])
-    ```
-    """
-
-    def __init__(self, temperature=1.0, activation=None, **kwargs):
-        super().__init__(**kwargs)
-        self.temperature = check_temperature(temperature)
-        self.activation = activation
-        self._activation = keras.activations.get(activation)
-
-    def call(self, logits):
-        if self.temperature != 1.0:
-            logits = logits / self.temperature
-        return self._activation(logits)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "temperature": self.temperature,
-            "activation": self.activation,
-        }
-
-
-def check_temperature(temperature):
-    """`temperature` as a float, or a clear error if it is not positive."""
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not np.isfinite(temperature)
-        or temperature <= 0
-    ):
-        raise ValueError(
-            "`temperature` must be a positive number (1.0 for none; "
-            "`kerastl.evaluate.calibration.fit_temperature` fits one on "
-            f"validation logits). Received: temperature={temperature!r}"
-        )
-    return float(temperature)
 
 
 def confidence_and_correctness(y_true, probs, multi_label):

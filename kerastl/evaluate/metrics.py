@@ -32,7 +32,7 @@ from scipy import special
 from sklearn import metrics
 
 from kerastl.evaluate import calibration
-from kerastl.evaluate import thresholds as decision_thresholds
+from kerastl.models import decisions
 from kerastl.utils import distribution
 
 MULTI_CLASS_KEYS = (
@@ -279,9 +279,9 @@ def _multi_label(result, y_true, probs, names, thresholds):
     result["ece"] = calibration.expected_calibration_error(
         y_true, probs, multi_label=True
     )
-    decisions = decision_thresholds.apply_thresholds(probs, thresholds)
+    predicted = decisions.apply_thresholds(probs, thresholds)
     precision, recall, f1, support = metrics.precision_recall_fscore_support(
-        y_true, decisions, average=None, zero_division=0
+        y_true, predicted, average=None, zero_division=0
     )
     per_class = {}
     for c, name in enumerate(names):
@@ -317,7 +317,7 @@ def _score(function, y_true, probs, columns, average):
 
 
 def _thresholded(y_true, probs, thresholds):
-    y_pred = decision_thresholds.apply_thresholds(probs, thresholds)
+    y_pred = decisions.apply_thresholds(probs, thresholds)
     result = {}
     precision, recall, _, _ = metrics.precision_recall_fscore_support(
         y_true, y_pred, average="micro", zero_division=0
@@ -347,7 +347,7 @@ def classification_report(
     """
     probs = np.asarray(probs)
     if multi_label:
-        y_pred = decision_thresholds.apply_thresholds(probs, thresholds)
+        y_pred = decisions.apply_thresholds(probs, thresholds)
         y_true = np.asarray(y_true).astype(int)
     else:
         y_pred = probs.argmax(axis=1)

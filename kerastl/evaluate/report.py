@@ -31,8 +31,6 @@ from kerastl.evaluate import metrics
 from kerastl.evaluate import plots
 from kerastl.utils import atomic
 
-PLOTS_DIR = "plots"
-
 
 @dataclasses.dataclass
 class SplitEvaluation:
@@ -55,8 +53,8 @@ class SplitEvaluation:
     report_path: pathlib.Path | None = None
 
 
-def evaluate_split(model, predictions, name, output_dir):
-    """Metrics and figures of one split; figures go to `output_dir/plots`.
+def evaluate_split(model, predictions, name, output_dir, plots_dir):
+    """Metrics and figures of one split; figures go to `output_dir/plots_dir`.
 
     A figure that fails to draw is skipped with a warning and left out of
     `SplitEvaluation.plots`; the metrics never depend on the figures.
@@ -67,6 +65,8 @@ def evaluate_split(model, predictions, name, output_dir):
         predictions: `metrics.Predictions` of the split.
         name: str. The split's name; prefixes the figure files.
         output_dir: path. The run (or evaluation) directory.
+        plots_dir: str. The figures' folder, relative to `output_dir`
+            (`kerastl.runs.rundir.PLOTS_DIR`).
 
     Returns:
         A `SplitEvaluation`.
@@ -75,7 +75,7 @@ def evaluate_split(model, predictions, name, output_dir):
     ```python
     predictions = kerastl.evaluate.metrics.predict_split(model, test_ds)
     result = kerastl.evaluate.report.evaluate_split(
-        model, predictions, "test", "."
+        model, predictions, "test", ".", "plots"
     )
     result.metrics["accuracy"]
     ```
@@ -102,7 +102,9 @@ def evaluate_split(model, predictions, name, output_dir):
         figures = _figures(model, predictions, probs, scores, name, names)
         figures = {
             caption: path.relative_to(pathlib.Path(output_dir)).as_posix()
-            for caption, path in _draw(figures, output_dir, name).items()
+            for caption, path in _draw(
+                figures, pathlib.Path(output_dir) / plots_dir, name
+            ).items()
         }
     report = (
         metrics.classification_report(
@@ -156,8 +158,7 @@ def _figures(model, predictions, probs, scores, split, names):
     return figures
 
 
-def _draw(figures, output_dir, split):
-    folder = pathlib.Path(output_dir) / PLOTS_DIR
+def _draw(figures, folder, split):
     folder.mkdir(parents=True, exist_ok=True)
     drawn = {}
     for caption, (stem, draw) in figures.items():
@@ -236,12 +237,13 @@ def _count_wrong(model, predictions, probs):
     return int((probs.argmax(axis=1) != labels).sum())
 
 
-def training_curves(rows, output_dir):
-    """`plots/training_curves.png` of a run's history rows; its caption.
+def training_curves(rows, output_dir, plots_dir):
+    """`plots_dir/training_curves.png` of a run's history rows; its caption.
 
     Args:
         rows: list of dicts, one per epoch (see `plots.training_curves`).
         output_dir: path. The run directory.
+        plots_dir: str. The figures' folder, relative to `output_dir`.
 
     Returns:
         `{caption: path relative to output_dir}`, or `{}` (with a warning)
@@ -249,14 +251,14 @@ def training_curves(rows, output_dir):
 
     Example:
     ```python
-    kerastl.evaluate.report.training_curves(rows, run_dir)
+    kerastl.evaluate.report.training_curves(rows, run_dir, "plots")
     ```
     """
-    path = pathlib.Path(output_dir) / PLOTS_DIR / "training_curves.png"
+    path = pathlib.Path(output_dir) / plots_dir / "training_curves.png"
     drawn = _try_drawing(lambda to: plots.training_curves(rows, to), path)
     if drawn is None:
         return {}
-    return {"Training curves": f"{PLOTS_DIR}/{path.name}"}
+    return {"Training curves": f"{plots_dir}/{path.name}"}
 
 
 def write_report(path, title, facts, evaluations, sections=()):
@@ -273,7 +275,7 @@ def write_report(path, title, facts, evaluations, sections=()):
     Example:
     ```python
     kerastl.evaluate.report.write_report(
-        "report.md", "pets", {"backend": "jax"}, [evaluated]
+        "pets_report.md", "pets", {"backend": "jax"}, [evaluated]
     )
     ```
     """

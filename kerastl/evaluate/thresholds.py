@@ -11,7 +11,7 @@ recall. `TransferClassifier(thresholds=...)` stores them; `predict`,
 import numpy as np
 from sklearn import metrics
 
-DEFAULT_THRESHOLD = 0.5
+from kerastl.models.decisions import DEFAULT_THRESHOLD
 
 
 def tune_thresholds(y_true, probs, target_precision=None):
@@ -90,45 +90,3 @@ def _below(score, scores):
     """Halfway from `score` down to the next lower score (or to 0)."""
     lower = scores[scores < score]
     return float((score + (lower.max() if len(lower) else 0.0)) / 2)
-
-
-def check_thresholds(thresholds, num_classes, multi_label):
-    """`thresholds` as a list of floats, or a clear error.
-
-    Example:
-    ```python
-    kerastl.evaluate.thresholds.check_thresholds(
-        [0.3, 0.6], 2, multi_label=True
-    )
-    ```
-    """
-    if thresholds is None:
-        return None
-    if not multi_label:
-        raise ValueError(
-            "Decision thresholds apply to multi-label (sigmoid) classifiers; "
-            "a multi-class model predicts its top class. Build the model "
-            "with multi_label=True, or leave thresholds=None. Received: "
-            f"thresholds={thresholds!r}"
-        )
-    values = [float(t) for t in thresholds]
-    if len(values) != num_classes or not all(0 < t <= 1 for t in values):
-        raise ValueError(
-            f"`thresholds` must hold {num_classes} numbers in (0, 1], one "
-            f"per class. Received: thresholds={thresholds!r}"
-        )
-    return values
-
-
-def apply_thresholds(probs, thresholds):
-    """Multi-hot decisions: `probs >= thresholds` (0.5 when `None`).
-
-    Example:
-    ```python
-    labels = kerastl.evaluate.thresholds.apply_thresholds(
-        probs, model.thresholds
-    )
-    ```
-    """
-    cut = DEFAULT_THRESHOLD if thresholds is None else np.asarray(thresholds)
-    return (np.asarray(probs) >= cut).astype(int)

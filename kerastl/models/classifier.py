@@ -7,14 +7,13 @@ import warnings
 import keras
 import numpy as np
 
-from kerastl.evaluate import calibration
-from kerastl.evaluate import thresholds as decision_thresholds
 from kerastl.models import backbones
+from kerastl.models import decisions
 from kerastl.models import freezing
+from kerastl.models import losses
 from kerastl.models import presets
 from kerastl.models.pooling import POOLING_MODES
 from kerastl.models.pooling import FeaturePooling
-from kerastl.train import losses
 from kerastl.utils import atomic
 
 _CATEGORICAL_LOSSES = (
@@ -169,7 +168,7 @@ class TransferClassifier(keras.Model):
     ):
         _check_head_args(num_classes, multi_label, activation, pooling)
         class_names = _check_class_names(class_names, num_classes)
-        thresholds = decision_thresholds.check_thresholds(
+        thresholds = decisions.check_thresholds(
             thresholds, num_classes, multi_label
         )
         output_activation = activation
@@ -209,7 +208,7 @@ class TransferClassifier(keras.Model):
         self.output_dense = keras.layers.Dense(
             num_classes, dtype=head_dtype, name="predictions"
         )
-        self.temperature_scaling = calibration.TemperatureScaling(
+        self.temperature_scaling = decisions.TemperatureScaling(
             temperature,
             output_activation,
             dtype=head_dtype,
@@ -416,8 +415,8 @@ class TransferClassifier(keras.Model):
             soft_labels: bool. Whether training labels of a softmax head
                 may be class distributions (MixUp, CutMix) rather than
                 integers; the `"auto"` loss and accuracy then take both
-                (`kerastl.train.losses.SoftTargetCrossentropy`). Label smoothing
-                implies it. Defaults to `False`.
+                (`kerastl.models.losses.SoftTargetCrossentropy`). Label
+                smoothing implies it. Defaults to `False`.
             **kwargs: other `keras.Model.compile` arguments.
 
         Example:
@@ -622,7 +621,7 @@ class TransferClassifier(keras.Model):
         model.predict(images)  # softmax(logits / 1.7)
         ```
         """
-        temperature = calibration.check_temperature(temperature)
+        temperature = decisions.check_temperature(temperature)
         self.temperature_scaling.temperature = temperature
         self.temperature = temperature
         # Compiled functions captured the old value as a constant.
@@ -642,7 +641,7 @@ class TransferClassifier(keras.Model):
         model.set_thresholds([0.3] * model.num_classes)
         ```
         """
-        self.thresholds = decision_thresholds.check_thresholds(
+        self.thresholds = decisions.check_thresholds(
             thresholds, self.num_classes, self.multi_label
         )
 
@@ -664,7 +663,7 @@ class TransferClassifier(keras.Model):
         """
         probs = keras.ops.convert_to_numpy(self.predict(images, **kwargs))
         if self.multi_label:
-            return decision_thresholds.apply_thresholds(probs, self.thresholds)
+            return decisions.apply_thresholds(probs, self.thresholds)
         return probs.argmax(axis=-1)
 
     # === Saving ===

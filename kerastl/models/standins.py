@@ -27,8 +27,8 @@ import keras_hub
 
 from kerastl.models import backbones
 from kerastl.models import preprocessing
-from kerastl.train import features
 from kerastl.utils import atomic
+from kerastl.utils import cache
 
 # A stand-in directory holds this file next to the keras-hub preset files.
 # It marks the directory as a stand-in (never trained, never pretrained) and
@@ -488,14 +488,14 @@ def default_directory(preset):
     """Where `standin_preset` keeps a preset's stand-in by default.
 
     `standins/<preset>` under kerastl's cache directory
-    (`$KERASTL_CACHE_DIR`, see `kerastl.train.features.cache_root`).
+    (`$KERASTL_CACHE_DIR`, see `kerastl.utils.cache.cache_root`).
 
     Example:
     ```python
     kerastl.models.standins.default_directory("resnet_50_imagenet")
     ```
     """
-    return features.cache_root() / "standins" / _slug(str(preset))
+    return cache.cache_root() / "standins" / _slug(str(preset))
 
 
 def standin_preset(preset, directory=None, seed=0):

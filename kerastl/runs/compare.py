@@ -13,6 +13,7 @@ import pathlib
 
 from kerastl.utils import atomic
 from kerastl.evaluate import plots
+from kerastl.runs import rundir
 
 # (column, metric key or None for a run-level value, higher is better)
 _COLUMNS = (
@@ -38,16 +39,16 @@ def load_rows(run_dirs):
     """
     runs = []
     for run_dir in map(pathlib.Path, run_dirs):
-        metrics_file = run_dir / "metrics.json"
-        if not metrics_file.is_file():
+        if not (run_dir / rundir.METRICS_FILE).is_file():
             raise ValueError(
                 f"{run_dir} is not a finished run directory (no "
                 "metrics.json). Pass directories written by `kerastl fit`; "
                 "an interrupted one can be finished with `kerastl fit "
                 f"--resume {run_dir}`."
             )
-        recipe = json.loads((run_dir / "recipe.json").read_text())
-        runs.append((run_dir, recipe, json.loads(metrics_file.read_text())))
+        runs.append(
+            (run_dir, rundir.read_recipe(run_dir), rundir.read_metrics(run_dir))
+        )
     have_test = all("test" in summary["splits"] for _, _, summary in runs)
     split = "test" if have_test else "validation"
     missing = [

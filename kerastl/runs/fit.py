@@ -29,6 +29,7 @@ from kerastl.evaluate import metrics
 from kerastl.models import preprocessing
 from kerastl.models import presets
 from kerastl.evaluate import report
+from kerastl.runs import build
 from kerastl.runs import rundir
 from kerastl.models import standins
 from kerastl.evaluate import thresholds
@@ -47,130 +48,6 @@ from kerastl.runs.recipe import apply_overrides
 SMOKE_STEPS = 2
 SMOKE_BATCH = 8
 EVALUATED_SPLITS = ("validation", "test")
-# The data files a run started with, kept with the checkpoint for --resume.
-MANIFEST_FILE = "data_manifest.json"
-
-
-@contextlib.contextmanager
-def _preset_errors(preset):
-    """Reports a preset that fails to load for any reason but a bad argument
-    (kerastl's own `ValueError`s) or no network (`OfflineError`) as a
-    possible download failure."""
-    try:
-        yield
-    except (ValueError, downloads.OfflineError):
-        raise
-    except Exception as error:
-        raise PresetError(
-            f"Preset '{preset}' could not be loaded: {error}. Built-in "
-            "presets and hub handles download from Kaggle or Hugging Face on "
-            "first use; without network access, point the recipe at a local "
-            "preset directory with `--set preset=PATH` (any directory "
-            "written by `save_to_preset` or downloaded beforehand)."
-        ) from error
-
-
-def load_converter(recipe):
-    """The recipe's image converter: the preset's own preprocessing, or the
-    normalization `recipe.preprocessing` names, at `recipe.image_size` when
-    set.
-
-    Example:
-    ```python
-    kerastl.runs.fit.load_converter(recipe).image_size  # (224, 224)
-    ```
-    """
-    backbones.check_preset(recipe.preset)
-    if recipe.preprocessing is None:
-        with _preset_errors(recipe.preset):
-            converter = presets.load_image_converter(recipe.preset)
-    else:
-        with _preset_errors(recipe.preset):
-            image_size = recipe.image_size or presets.input_size(recipe.preset)
-        if image_size is None:
-            raise ValueError(
-                f"Preset '{recipe.preset}' takes images of any size, so "
-                f"preprocessing={recipe.preprocessing!r} needs an input size: "
-                "set image_size in the recipe (`--set image_size=224,224`)."
-            )
-        converter = preprocessing.standard_converter(
-            recipe.preprocessing, image_size
-        )
-    if recipe.image_size is not None:
-        converter.image_size = tuple(recipe.image_size)
-    return converter
-
-
-def _smoke_preset(recipe, print_fn):
-    """`(recipe, converter)`; in a smoke run, a preset that cannot be
-    downloaded, or a local one still to be made (the preset of a run not
-    trained yet), is replaced by a tiny random-weight stand-in of its
-    family."""
-    preset = str(recipe.preset)
-    to_be_made = (
-        backbones.is_preset_handle(preset)
-        and "://" not in preset
-        and not pathlib.Path(preset).is_dir()
-    )
-    if not to_be_made:
-        try:
-            return recipe, load_converter(recipe)
-        except downloads.OfflineError:
-            pass
-    standin = standins.standin_preset(preset)
-    if to_be_made:
-        print_fn(
-            f"Smoke run: preset directory '{preset}' does not exist yet (a "
-            "run still to be trained?); a tiny random-weight "
-            f"{standin.family} stands in for it: {standin.path}"
-        )
-    else:
-        print_fn(f"Smoke run: {standin.message}")
-    recipe = dataclasses.replace(recipe, preset=str(standin.path))
-    return recipe, load_converter(recipe)
-
-
-def build_model(recipe, class_names, converter):
-    """The recipe's `TransferClassifier`, loaded from its preset.
-
-    With `recipe.pretrained=False` the preset gives only the architecture
-    (and preprocessing): every weight starts random, under `recipe.seed`.
-    """
-    with _preset_errors(recipe.preset):
-        return TransferClassifier.from_preset(
-            recipe.preset,
-            class_names=class_names,
-            load_weights=recipe.pretrained,
-            multi_label=recipe.multi_label,
-            image_converter=converter,
-            dropout=recipe.dropout,
-            pooling=recipe.pooling,
-            dtype=recipe.precision,
-            # Training changes the logits; the run fits these again.
-            temperature=1.0,
-            thresholds=None,
-        )
-
-
-def load_recipe_data(recipe, image_size, smoke=False, batch_size=None):
-    """Loads the recipe's data at `image_size` (see `kerastl.data`), in
-    batches of `batch_size` (default: the recipe's).
-
-    Example:
-    ```python
-    bundle = kerastl.runs.fit.load_recipe_data(recipe, (224, 224))
-    ```
-    """
-    return load_data(
-        recipe.data,
-        image_size=image_size,
-        batch_size=batch_size or recipe.batch_size,
-        multi_label=recipe.multi_label,
-        seed=recipe.seed,
-        augment=recipe.augment,
-        num_classes=recipe.num_classes,
-        smoke=smoke,
-    )
 
 
 def predict_splits(model, bundle, splits=EVALUATED_SPLITS):
@@ -352,24 +229,24 @@ def _fit_placed(run):
     """
     recipe, placement, print_fn = run.recipe, run.placement, run.print_fn
     if run.smoke:
-        recipe, converter = _smoke_preset(recipe, print_fn)
+        recipe, converter = build.smoke_preset(recipe, print_fn)
         run.recipe = recipe
     else:
-        converter = load_converter(recipe)
+        converter = build.load_converter(recipe)
     batch_size = recipe.batch_size
     if run.smoke:
         # A smoke run checks code paths, not throughput: small batches keep
         # it to seconds on a CPU at any input size (each device still gets
         # a share).
         batch_size = min(batch_size, SMOKE_BATCH * placement.replicas)
-    bundle = load_recipe_data(
+    bundle = build.load_recipe_data(
         recipe, converter.image_size, smoke=run.smoke, batch_size=batch_size
     )
     bundle.splits = {
         name: placement.even_batches(split)
         for name, split in bundle.splits.items()
     }
-    model = build_model(recipe, bundle.class_names, converter)
+    model = build.build_model(recipe, bundle.class_names, converter)
     print_fn(
         f"Model: {recipe.preset} ({backbones.family_of(model.backbone).name}), "
         f"{len(bundle.class_names)} classes, images "
@@ -379,7 +256,7 @@ def _fit_placed(run):
     trainee = model
     if recipe.teacher:
         # The student trains through a Distiller; the student is saved.
-        trainee = _distiller(
+        trainee = build.distiller(
             recipe, model, bundle, converter, run.smoke, print_fn
         )
         print_fn(
@@ -401,7 +278,7 @@ def _train_and_report(run, model, trainee, bundle):
     checkpoint = run_dir / rundir.CHECKPOINT_DIR
     resuming = run.resume and (checkpoint / checkpoints.STATE_FILE).exists()
     if resuming:
-        changed = manifest.changes(recipe.data, checkpoint / MANIFEST_FILE)
+        changed = manifest.changes(recipe.data, checkpoint / rundir.MANIFEST_FILE)
         if changed:
             print_fn(
                 f"Warning: {changed} data file(s) were added, removed or "
@@ -411,7 +288,7 @@ def _train_and_report(run, model, trainee, bundle):
             )
     else:
         _write_run_files(run)
-    _report_skipped(bundle.skipped, run_dir, print_fn)
+    rundir.write_skipped(bundle.skipped, run_dir, print_fn)
 
     def record_resumed_settings():
         # A resumed run's recipe (with its new --set values) is recorded
@@ -422,7 +299,7 @@ def _train_and_report(run, model, trainee, bundle):
     train_start = time.perf_counter()
     with _interruptions(run_dir, print_fn):
         if not resuming:
-            manifest.record(recipe.data, checkpoint / MANIFEST_FILE)
+            manifest.record(recipe.data, checkpoint / rundir.MANIFEST_FILE)
         rows = _fine_tune(
             run, trainee, bundle, record_resumed_settings if resuming else None
         )
@@ -438,7 +315,9 @@ def _train_and_report(run, model, trainee, bundle):
     atomic.write_text(run_dir / rundir.HISTORY_FILE, _history_csv(rows))
 
     evaluations = [
-        report.evaluate_split(model, split_predictions, split, run_dir)
+        report.evaluate_split(
+            model, split_predictions, split, run_dir, rundir.PLOTS_DIR
+        )
         for split, split_predictions in predictions.items()
     ]
     splits = {item.name: item.metrics for item in evaluations}
@@ -465,33 +344,6 @@ def _train_and_report(run, model, trainee, bundle):
         print_fn(metrics.metrics_table(splits))
     print_fn(f"Run directory: {run_dir}")
     return run_dir
-
-
-def _distiller(recipe, student, bundle, converter, smoke, print_fn):
-    """The recipe's `Distiller`. A smoke run whose teacher does not exist
-    yet (a run still to be trained) gets a stand-in: a second, untrained
-    copy of the student's starting model."""
-    teacher = recipe.teacher
-    missing = "://" not in teacher and not pathlib.Path(teacher).exists()
-    if not (smoke and missing):
-        return distillation.Distiller.from_teacher_path(
-            student,
-            teacher,
-            alpha=recipe.distill_alpha,
-            temperature=recipe.distill_temperature,
-        )
-    print_fn(
-        f"Smoke run: teacher '{teacher}' does not exist yet; an untrained "
-        "copy of the student stands in for it."
-    )
-    distiller = distillation.Distiller(
-        student,
-        build_model(recipe, bundle.class_names, converter),
-        alpha=recipe.distill_alpha,
-        temperature=recipe.distill_temperature,
-    )
-    distiller.teacher_source = f"stand-in for {teacher}"
-    return distiller
 
 
 @contextlib.contextmanager
@@ -603,19 +455,6 @@ def _recorded_recipe(run_dir):
     return Recipe.from_dict(data)
 
 
-def _report_skipped(skipped, run_dir, print_fn):
-    if not skipped:
-        return
-    lines = [f"{item.path}\t{item.reason}" for item in skipped]
-    atomic.write_text(run_dir / rundir.SKIPPED_FILE, "\n".join(lines) + "\n")
-    shown = "\n".join(f"  {line}" for line in lines[:10])
-    more = f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
-    print_fn(
-        f"Skipped {len(skipped)} unreadable file(s), listed in "
-        f"{run_dir / 'skipped_files.txt'}:\n{shown}{more}"
-    )
-
-
 def _history_csv(rows):
     fields = []
     for row in rows:
@@ -651,7 +490,7 @@ def _write_report(run_dir, recipe, summary, rows, evaluations):
             f"| {row['loss']:.4f} | "
             f"{'' if val is None else f'{val:.4f}'} |"
         )
-    curves = report.training_curves(rows, run_dir) if rows else {}
+    curves = report.training_curves(rows, run_dir, rundir.PLOTS_DIR) if rows else {}
     training_section = "\n".join(table)
     if curves:
         training_section += "\n\n" + report.figure_links(curves)
@@ -662,121 +501,3 @@ def _write_report(run_dir, recipe, summary, rows, evaluations):
         evaluations,
         sections=[("Training", training_section)],
     )
-
-
-def load_run(run_dir):
-    """The recipe and model of a finished run directory.
-
-    Example:
-    ```python
-    recipe, model = kerastl.runs.fit.load_run("runs/pets/20261123-140512")
-    ```
-    """
-    run_dir = pathlib.Path(run_dir)
-    recipe = Recipe.from_dict(
-        json.loads((run_dir / rundir.RECIPE_FILE).read_text())
-    )
-    model = keras.models.load_model(run_dir / rundir.MODEL_FILE)
-    return recipe, model
-
-
-def evaluate_path(model_path, data=None, split=None, output_dir=None):
-    """Evaluates a run's model (or any saved model) and writes the results.
-
-    Without `data`, a split of the run's own recipe data: the run's
-    `metrics.json` gets that split's metrics, `plots/` its figures, and
-    `evaluation_<split>.md` the report. With `data` (a folder or CSV of
-    labelled images), every image there: `metrics.json`, `report.md` and
-    `plots/` in `output_dir`.
-
-    Args:
-        model_path: a run directory, a `.keras` file or a preset.
-        data: path or `None`. See `kerastl.data.loader.load_labelled_images`.
-        split: str or `None`. Recipe split (default `"validation"`), or
-            split of `data`.
-        output_dir: path or `None`. Defaults to the run directory for its
-            own data, else `<run dir or model folder>/evaluations/<name>`.
-
-    Returns:
-        A `report.SplitEvaluation` with `report_path` set.
-
-    Example:
-    ```python
-    result = kerastl.runs.fit.evaluate_path("runs/pets/x", data="new_photos/")
-    result.metrics["accuracy"]
-    ```
-    """
-    from kerastl.deploy import predict
-    from kerastl.data.loader import load_labelled_images
-
-    model_path = pathlib.Path(model_path)
-    is_run = (model_path / rundir.METRICS_FILE).is_file()
-    if data is None and not is_run:
-        raise ValueError(
-            f"{model_path} is not a finished run directory, so it has no "
-            "recipe data to evaluate on. Pass labelled images with --data "
-            "FOLDER_OR_CSV."
-        )
-    model = predict.load_model(model_path)
-    names = model.class_names or [str(i) for i in range(model.num_classes)]
-    if data is None:
-        recipe = Recipe.from_dict(
-            json.loads((model_path / rundir.RECIPE_FILE).read_text())
-        )
-        summary = json.loads((model_path / rundir.METRICS_FILE).read_text())
-        bundle = load_recipe_data(
-            recipe, model.image_size, smoke=summary.get("smoke", False)
-        )
-        split = split or "validation"
-        if split not in bundle.splits:
-            raise ValueError(
-                f"The recipe's data has no {split!r} split; it has "
-                f"{', '.join(bundle.splits)}. Pick one with --split."
-            )
-        dataset, name = bundle.splits[split], split
-        output_dir = pathlib.Path(output_dir or model_path)
-        rundir.check_evaluation_dir(output_dir, own_run=model_path)
-    else:
-        if output_dir is not None:
-            rundir.check_evaluation_dir(output_dir)
-        limit = {}
-        if is_run:
-            # The run's own limit on image size applies to its evaluations.
-            recorded = json.loads((model_path / rundir.RECIPE_FILE).read_text())
-            limit["max_pixels"] = Recipe.from_dict(recorded).data.max_pixels
-        dataset, _, skipped, name = load_labelled_images(
-            data,
-            class_names=names,
-            image_size=model.image_size,
-            batch_size=32,
-            multi_label=model.multi_label,
-            split=split,
-            **limit,
-        )
-        home = model_path if model_path.is_dir() else model_path.parent
-        output_dir = pathlib.Path(output_dir or home / "evaluations" / name)
-        rundir.check_evaluation_dir(output_dir)
-        _report_skipped(skipped, output_dir, print)
-        summary = {"model": str(model_path), "data": str(data), "splits": {}}
-    predictions = metrics.predict_split(model, dataset)
-    result = report.evaluate_split(model, predictions, name, output_dir)
-    summary["splits"][name] = result.metrics
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(
-        output_dir / rundir.METRICS_FILE, json.dumps(summary, indent=2)
-    )
-    result.report_path = output_dir / (
-        f"evaluation_{name}.md" if data is None else "report.md"
-    )
-    report.write_report(
-        result.report_path,
-        f"Evaluation of {model_path} on {name}",
-        {
-            "model": f"`{model_path}`",
-            "data": f"`{data or 'the run recipe'}`",
-            "backend": keras.config.backend(),
-            "temperature": f"{model.temperature:.3f}",
-        },
-        [result],
-    )
-    return result

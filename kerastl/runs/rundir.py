@@ -18,8 +18,15 @@ import json
 import os
 import pathlib
 import socket
+import zipfile
 
+import keras
+
+from kerastl.deploy import export
 from kerastl.errors import RunDirError
+from kerastl.utils import atomic
+from kerastl.models import presets
+from kerastl.models.classifier import TransferClassifier
 
 MODEL_FILE = "model.keras"
 PRESET_DIR = "preset"
@@ -31,6 +38,9 @@ REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 SKIPPED_FILE = "skipped_files.txt"
 CHECKPOINT_DIR = "checkpoint"
+EXPORT_DIR = "export"
+# The data files a run started with, kept in CHECKPOINT_DIR for --resume.
+MANIFEST_FILE = "data_manifest.json"
 LOCK_FILE = ".kerastl.lock"
 
 # The most same-second runs of one recipe that get a numbered suffix.
@@ -363,3 +373,225 @@ def _read_json(path):
         return json.loads(pathlib.Path(path).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def evaluation_report_file(split):
+    """The report `kerastl evaluate RUN --split SPLIT` writes into a run.
+
+    Example:
+    ```python
+    kerastl.runs.rundir.evaluation_report_file("test")  # 'evaluation_test.md'
+    ```
+    """
+    return f"evaluation_{split}.md"
+
+
+CLASSIFIER_KINDS = (
+    "a run directory of `kerastl fit` (or a folder of such runs, whose "
+    "newest is used), a `.keras` file, or a preset written by "
+    "`save_to_preset`"
+)
+
+
+def newest_run(folder):
+    """The run directory under `folder` whose model was written last.
+
+    `kerastl fit` writes one run directory per run under `runs/<recipe>/`;
+    this is the latest finished one, or `None` when there is none.
+
+    Example:
+    ```python
+    kerastl.runs.rundir.newest_run("runs/cifar10_vit")
+    # PosixPath('runs/cifar10_vit/20261123-140512')
+    ```
+    """
+    models = sorted(
+        pathlib.Path(folder).glob(f"*/{MODEL_FILE}"),
+        key=lambda path: (path.stat().st_mtime, path),
+    )
+    return models[-1].parent if models else None
+
+
+def model_source(path, role="model"):
+    """What `load_classifier` loads for `path`: a `.keras` file or a preset.
+
+    A `.keras` file is itself; a run directory gives its `model.keras`; a
+    folder of run directories gives the newest run's; any other directory
+    or a `kaggle://`/`hf://` handle is a preset.
+
+    Args:
+        path: str or path-like.
+        role: str. What the model is for, in error messages (`"model"`,
+            `"teacher"`).
+
+    Returns:
+        A str.
+
+    Example:
+    ```python
+    kerastl.runs.rundir.model_source("runs/cifar10_vit")
+    # 'runs/cifar10_vit/20261123-140512/model.keras'
+    ```
+    """
+    text = str(path)
+    path = pathlib.Path(text)
+    if "://" in text or path.is_file() and path.suffix == ".keras":
+        return text
+    if (path / MODEL_FILE).is_file():
+        return str(path / MODEL_FILE)
+    newest = newest_run(path) if path.is_dir() else None
+    if newest is not None:
+        return str(newest / MODEL_FILE)
+    if path.is_dir():
+        return text
+    if path.exists():
+        raise _not_a_classifier(text, role)
+    raise ValueError(
+        f"{role.capitalize()} '{text}' does not exist. A {role} is "
+        f"{CLASSIFIER_KINDS}; keras-hub's built-in presets have no head for "
+        "your classes. Train one first (for example `kerastl fit "
+        f"recipes/pets.py`) and pass its run directory. Received: "
+        f"{role}={text!r}"
+    )
+
+
+def load_classifier(path, role="model"):
+    """Loads a trained classifier from a run, a `.keras` file or a preset.
+
+    The one loader of `kerastl evaluate`, `predict`, `export` and of a
+    recipe's distillation teacher (see `model_source` for what `path` may
+    be). A damaged `.keras` file is a one-paragraph `ValueError`.
+
+    Args:
+        path: str or path-like.
+        role: str. What the model is for, in error messages.
+
+    Returns:
+        The model: a `TransferClassifier` for kerastl runs and presets.
+
+    Example:
+    ```python
+    model = kerastl.runs.rundir.load_classifier("runs/pets")
+    ```
+    """
+    source = model_source(path, role)
+    if source.endswith(".keras"):
+        return _load_keras_file(source)
+    if not presets.load_head_config(source):
+        raise _not_a_classifier(source, role)
+    return TransferClassifier.from_preset(source)
+
+
+def _not_a_classifier(text, role):
+    return ValueError(
+        f"{role.capitalize()} '{text}' is not a trained classifier. A {role} "
+        f"is {CLASSIFIER_KINDS}; keras-hub's built-in presets have no head "
+        f"for your classes. Received: {role}={text!r}"
+    )
+
+
+def _load_keras_file(path):
+    try:
+        # With `compile=False` a TransferClassifier, which compiles itself,
+        # is left with an optimizer that cannot take the saved state.
+        return keras.models.load_model(path)
+    except (ValueError, TypeError) as error:
+        if "Could not locate" not in str(error) and "Unknown" not in str(error):
+            raise ValueError(_unreadable(path, error)) from error
+        raise
+    except (KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
+        # Keras reads a .keras file as a zip of config and weights: a
+        # truncated or foreign file fails anywhere inside that.
+        raise ValueError(_unreadable(path, error)) from error
+
+
+def _unreadable(path, error):
+    return (
+        f"{path} is not a readable .keras model ({type(error).__name__}: "
+        f"{error}). It may be truncated (an interrupted copy) or another "
+        "kind of file. kerastl writes model.keras atomically, so a run "
+        "directory's own copy is whole: copy it again, or evaluate the run "
+        "directory itself."
+    )
+
+
+def write_skipped(skipped, run_dir, print_fn=print):
+    """Lists the files a run skipped in `skipped_files.txt`, and says so.
+
+    Args:
+        skipped: list of `kerastl.data.SkippedFile`; nothing is written
+            when it is empty.
+        run_dir: the run (or evaluation) directory.
+        print_fn: callable for console output.
+
+    Example:
+    ```python
+    kerastl.runs.rundir.write_skipped(bundle.skipped, run_dir)
+    ```
+    """
+    if not skipped:
+        return
+    lines = [f"{item.path}\t{item.reason}" for item in skipped]
+    atomic.write_text(run_dir / SKIPPED_FILE, "\n".join(lines) + "\n")
+    shown = "\n".join(f"  {line}" for line in lines[:10])
+    more = f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
+    print_fn(
+        f"Skipped {len(skipped)} unreadable file(s), listed in "
+        f"{run_dir / SKIPPED_FILE}:\n{shown}{more}"
+    )
+
+
+def read_recipe(run_dir):
+    """The recipe a run was started with, as the dict in its recipe.json.
+
+    A run directory is data: no code in it, or named by it, is run.
+
+    Example:
+    ```python
+    kerastl.runs.rundir.read_recipe("runs/pets/20261123-140512")["preset"]
+    ```
+    """
+    return json.loads((pathlib.Path(run_dir) / RECIPE_FILE).read_text())
+
+
+def read_metrics(run_dir):
+    """A finished run's metrics.json, as a dict.
+
+    Example:
+    ```python
+    kerastl.runs.rundir.read_metrics(run_dir)["splits"]["test"]["accuracy"]
+    ```
+    """
+    return json.loads((pathlib.Path(run_dir) / METRICS_FILE).read_text())
+
+
+def export_path(model_path, export_format):
+    """Where `kerastl export` writes an artifact when no `--output` is given.
+
+    A run directory exports into its own `export/` folder; a `.keras` file or
+    a preset directory into a folder beside it named after it (`m.keras` ->
+    `m_export/`, `presets/pets/` -> `presets/pets_export/`), so a preset
+    directory stays a clean preset. Inside, the artifact is named by
+    `kerastl.deploy.export.artifact_name`.
+
+    Args:
+        model_path: str or path-like. What `kerastl export` was given.
+        export_format: `"saved_model"`, `"onnx"` or `"litert"`.
+
+    Returns:
+        A `pathlib.Path`.
+
+    Example:
+    ```python
+    kerastl.runs.rundir.export_path("runs/pets/20261123-140512", "onnx")
+    # PosixPath('runs/pets/20261123-140512/export/model.onnx')
+    ```
+    """
+    model_path = pathlib.Path(model_path)
+    if model_path.is_dir() and (model_path / MODEL_FILE).is_file():
+        folder = model_path / EXPORT_DIR
+    elif model_path.is_dir():
+        folder = model_path.parent / f"{model_path.name}_{EXPORT_DIR}"
+    else:
+        folder = model_path.parent / f"{model_path.stem}_{EXPORT_DIR}"
+    return folder / export.artifact_name(export_format)

@@ -14,18 +14,16 @@ whose KL divergences are averaged over the classes as binary cross-entropy
 averages its per-class terms. The `T**2` factor keeps the soft term's
 gradients the same size whatever the temperature.
 
-The teacher is any trained classifier over the same classes: a run
-directory, a `.keras` file, or a preset written by `save_to_preset`
-(`load_teacher`). It may take another input size than the student; it sees
-the student's (augmented) batch resized to its own size.
+The teacher is any trained classifier over the same classes (a recipe's
+`teacher`, a run directory, `.keras` file or preset, is loaded by
+`kerastl.runs.rundir.load_classifier`). It may take another input size than
+the student; it sees the student's (augmented) batch resized to its own
+size.
 """
-
-import pathlib
 
 import keras
 import numpy as np
 
-from kerastl.models import presets
 from kerastl.models.classifier import TransferClassifier
 
 # Floors that turn float32 probabilities into finite logits. Below 1e-30 a
@@ -35,12 +33,6 @@ from kerastl.models.classifier import TransferClassifier
 # probability between 1 - 2**-24 and 1.
 _PROBABILITY_FLOOR = 1e-30
 _PROBABILITY_CEILING = 1.0 - float(np.finfo(np.float32).epsneg)
-
-_TEACHER_KINDS = (
-    "a run directory of `kerastl fit` (or a folder of such runs, whose "
-    "newest is used), a `.keras` file, or a preset written by "
-    "`save_to_preset`"
-)
 
 
 def as_logits(outputs, is_logits=False, multi_label=False):
@@ -184,9 +176,8 @@ class Distiller(keras.Model):
     student = kerastl.TransferClassifier.from_preset(
         "resnet_50_imagenet", class_names=class_names
     )
-    distiller = kerastl.train.distillation.Distiller.from_teacher_path(
-        student, "runs/cifar10_vit", alpha=0.5, temperature=4.0
-    )
+    teacher = keras.models.load_model("runs/cifar10_vit/model.keras")
+    distiller = kerastl.Distiller(student, teacher, alpha=0.5)
     kerastl.fine_tune(distiller, train_ds, val_ds, stages)
     student.save("student.keras")
     ```
@@ -213,33 +204,6 @@ class Distiller(keras.Model):
         self._teacher_logits = bool(getattr(teacher, "outputs_logits", False))
         self.built = True
         self._follow_student()
-
-    @classmethod
-    def from_teacher_path(cls, student, teacher, alpha=0.5, temperature=4.0):
-        """A `Distiller` whose teacher is loaded with `load_teacher`.
-
-        Args:
-            student: a `kerastl.TransferClassifier`.
-            teacher: str or path-like. A run directory, a folder of runs, a
-                `.keras` file or a kerastl preset (see `load_teacher`).
-            alpha: float in [0, 1]. Weight of the hard-label loss. Defaults
-                to `0.5`.
-            temperature: float > 0. Defaults to `4.0`.
-
-        Returns:
-            The `Distiller`; its `teacher_source` names what was loaded.
-
-        Example:
-        ```python
-        distiller = kerastl.train.distillation.Distiller.from_teacher_path(
-            student, "runs/cifar10_vit/20261123-140512"
-        )
-        ```
-        """
-        source = resolve_teacher(teacher)
-        distiller = cls(student, _load(source), alpha, temperature)
-        distiller.teacher_source = source
-        return distiller
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
@@ -390,87 +354,6 @@ class Distiller(keras.Model):
             "alpha": self.alpha,
             "temperature": self.temperature,
         }
-
-
-def resolve_teacher(teacher):
-    """What `load_teacher` loads for `teacher`: a file, or a preset.
-
-    A `.keras` file is itself; a run directory gives its `model.keras`; a
-    folder of run directories (`runs/cifar10_vit`, where `kerastl fit`
-    writes one per run) gives the `model.keras` written last; anything else
-    is a preset (a directory written by `save_to_preset`, or a `kaggle://`
-    or `hf://` handle).
-
-    Args:
-        teacher: str or path-like.
-
-    Returns:
-        A str.
-
-    Example:
-    ```python
-    kerastl.train.distillation.resolve_teacher("runs/cifar10_vit")
-    # 'runs/cifar10_vit/20261123-140512/model.keras'
-    ```
-    """
-    text = str(teacher)
-    path = pathlib.Path(text)
-    if "://" in text or path.is_file() and path.suffix == ".keras":
-        return text
-    if (path / "model.keras").is_file():
-        return str(path / "model.keras")
-    runs = sorted(
-        path.glob("*/model.keras"), key=lambda p: (p.stat().st_mtime, p)
-    )
-    if runs:
-        return str(runs[-1])
-    if path.is_dir():
-        return text
-    if path.exists():
-        raise _not_a_classifier(text)
-    raise ValueError(
-        f"Teacher '{text}' does not exist. A teacher is {_TEACHER_KINDS}; "
-        "keras-hub's built-in presets have no head for your classes. Train "
-        "one first (for example `kerastl fit recipes/cifar10_vit.py`) or "
-        f"point `--set teacher=PATH` at one. Received: teacher={text!r}"
-    )
-
-
-def _not_a_classifier(text):
-    return ValueError(
-        f"Teacher '{text}' is not a trained classifier. A teacher is "
-        f"{_TEACHER_KINDS}; keras-hub's built-in presets have no head for "
-        f"your classes. Received: teacher={text!r}"
-    )
-
-
-def load_teacher(teacher):
-    """Loads a trained classifier to distill from.
-
-    Args:
-        teacher: str or path-like. A run directory of `kerastl fit`, a
-            folder of runs (the newest is used), a `.keras` file, or a
-            preset written by `save_to_preset` (see `resolve_teacher`).
-
-    Returns:
-        The model: a `TransferClassifier` for kerastl runs and presets.
-
-    Example:
-    ```python
-    teacher = kerastl.train.distillation.load_teacher("runs/cifar10_vit")
-    ```
-    """
-    return _load(resolve_teacher(teacher))
-
-
-def _load(source):
-    if source.endswith(".keras"):
-        # With `compile=False` a TransferClassifier, which compiles itself,
-        # is left with an optimizer that cannot take the saved state.
-        return keras.models.load_model(source)
-    if not presets.load_head_config(source):
-        raise _not_a_classifier(source)
-    return TransferClassifier.from_preset(source)
 
 
 def _input_size(model):

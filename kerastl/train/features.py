@@ -44,8 +44,7 @@ import keras
 import numpy as np
 
 from kerastl.utils import atomic
-
-CACHE_DIR_ENV = "KERASTL_CACHE_DIR"
+from kerastl.utils.cache import cache_root
 
 # Part of the model key: bump it when the entry layout changes, so old
 # entries are not read with the new layout. Version 2 added checksums.
@@ -80,22 +79,6 @@ class CachedFeatures:
     path: pathlib.Path
     hit: bool
     computed: int
-
-
-def cache_root():
-    """Where kerastl keeps what it can always rebuild: `$KERASTL_CACHE_DIR`,
-    else `~/.cache/kerastl`. Features go to `features/`, smoke-run
-    stand-in presets to `standins/`.
-
-    Example:
-    ```python
-    kerastl.train.features.cache_root()  # ~/.cache/kerastl
-    ```
-    """
-    configured = os.environ.get(CACHE_DIR_ENV)
-    if configured:
-        return pathlib.Path(configured).expanduser()
-    return pathlib.Path.home() / ".cache" / "kerastl"
 
 
 def default_cache_dir():

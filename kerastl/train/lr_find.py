@@ -18,15 +18,10 @@ compiled optimizer and loss are restored afterwards.
 
 import contextlib
 import dataclasses
-import datetime
-import json
-import pathlib
 
 import keras
 import numpy as np
 
-from kerastl.runs import fit
-from kerastl.runs import rundir
 from kerastl.train import stages
 from kerastl.train.stage import Stage
 from kerastl.utils import atomic
@@ -416,119 +411,3 @@ def format_suggestions(result):
     lines = [f"{'method'.ljust(width)}  learning rate"]
     lines += [f"{n.ljust(width)}  {r:<13.3g}{note}" for n, r, note in rows]
     return "\n".join(line.rstrip() for line in lines)
-
-
-def default_output_dir(recipe):
-    """`runs/<recipe name>/lr-find-<timestamp>`.
-
-    Example:
-    ```python
-    # runs/pets/lr-find-2026...
-    kerastl.train.lr_find.default_output_dir(recipe)
-    ```
-    """
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return rundir.default_parent(recipe.name) / f"lr-find-{stamp}"
-
-
-def lr_find_recipe(
-    recipe,
-    stage=1,
-    *,
-    output_dir=None,
-    smoke=False,
-    num_steps=100,
-    start_lr=1e-7,
-    end_lr=10.0,
-    print_fn=print,
-):
-    """Runs the range test for one stage of a recipe; writes its results.
-
-    Loads the recipe's data and model as `kerastl fit` does. Earlier stages
-    are not trained first: the test starts from the preset's weights with
-    the stage's trainable groups and optimizer. Writes `lr_find.png` and
-    `lr_find.json` (the curve, the suggestions, the stage, the recipe).
-
-    Args:
-        recipe: a `kerastl.Recipe`, overrides already applied.
-        stage: int. The stage to test, 1-based. Defaults to `1`.
-        output_dir: path or `None`. Defaults to `default_output_dir`.
-        smoke: bool. Synthetic data of the recipe's spec and at most
-            `SMOKE_STEPS` steps. Defaults to `False`.
-        num_steps: int. Defaults to `100`.
-        start_lr: float. Defaults to `1e-7`.
-        end_lr: float. Defaults to `10.0`.
-        print_fn: callable for console output.
-
-    Returns:
-        `(result, output_dir)`: the `LRFindResult` and a `pathlib.Path`.
-
-    Example:
-    ```python
-    result, out = kerastl.train.lr_find.lr_find_recipe(recipe, stage=2)
-    ```
-    """
-    count = len(recipe.stages)
-    if not 1 <= stage <= count:
-        raise ValueError(
-            f"The recipe has {count} stage(s), numbered 1 to {count}; pick "
-            f"one of them to test. Received: stage={stage}"
-        )
-    chosen = recipe.stages[stage - 1]
-    if smoke:
-        num_steps = min(num_steps, SMOKE_STEPS)
-    output_dir = pathlib.Path(output_dir or default_output_dir(recipe))
-    keras.utils.set_random_seed(recipe.seed)
-
-    converter = fit.load_converter(recipe)
-    bundle = fit.load_recipe_data(recipe, converter.image_size, smoke=smoke)
-    model = fit.build_model(recipe, bundle.class_names, converter)
-    what = {"head": "head only", "all": "all layer groups"}.get(
-        chosen.train, f"last {chosen.train} layer group(s) + head"
-    )
-    print_fn(
-        f"Learning-rate range test, stage {stage}/{count} '{chosen.name}' "
-        f"({what}, {chosen.optimizer}): {num_steps} steps from "
-        f"{start_lr:g} to {end_lr:g}."
-    )
-    if stage > 1:
-        print_fn(
-            f"Stages before {stage} are not trained first: the test starts "
-            "from the preset's weights."
-        )
-    result = lr_find(
-        model,
-        bundle.splits["train"],
-        chosen,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        num_steps=num_steps,
-        label_smoothing=recipe.label_smoothing,
-    )
-    if result.stopped_early:
-        print_fn(
-            f"Stopped after {len(result.losses)} steps: the loss diverged."
-        )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    plot(result, output_dir / "lr_find.png")
-    summary = {
-        "stage": stage,
-        "stage_name": chosen.name,
-        "backend": keras.config.backend(),
-        "smoke": smoke,
-        "start_lr": start_lr,
-        "end_lr": end_lr,
-        "num_steps": num_steps,
-        **result.to_dict(),
-        "recipe": recipe.to_dict(),
-    }
-    with atomic.atomic_path(output_dir / "lr_find.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
-    print_fn(format_suggestions(result))
-    print_fn(
-        f"Suggested learning rate: {result.suggestion:.3g} ({METHOD}); set "
-        f"it with --set stages.{stage - 1}.learning_rate="
-        f"{result.suggestion:.3g}"
-    )
-    print_fn(f"Plot and curve: {output_dir}")
-    return result, output_dir

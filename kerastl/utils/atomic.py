@@ -30,7 +30,7 @@ def atomic_path(path, suffix=""):
     ```python
     from kerastl.utils.atomic import atomic_path
 
-    with atomic_path("model.keras", suffix=".keras") as tmp:
+    with atomic_path("pets.keras", suffix=".keras") as tmp:
         model.save(tmp)
     ```
     """

@@ -41,7 +41,7 @@ class SoftTargetCrossentropy(keras.losses.Loss):
 
     Example:
     ```python
-    loss = kerastl.train.losses.SoftTargetCrossentropy(label_smoothing=0.1)
+    loss = kerastl.models.losses.SoftTargetCrossentropy(label_smoothing=0.1)
     loss(np.array([2, 0]), np.array([[0.1, 0.1, 0.8], [0.6, 0.2, 0.2]]))
     ```
     """
@@ -98,7 +98,7 @@ class SoftTargetAccuracy(keras.metrics.MeanMetricWrapper):
 
     Example:
     ```python
-    metric = kerastl.train.losses.SoftTargetAccuracy()
+    metric = kerastl.models.losses.SoftTargetAccuracy()
     metric.update_state(np.array([[0.7, 0.3]]), np.array([[0.9, 0.1]]))
     ```
     """

@@ -1,0 +1,2 @@
+"""Runs: recipes, building a run from one, the run directory, `fit_recipe`
+and comparing runs."""

@@ -1,0 +1,61 @@
+"""The private Keras APIs in `kerastl.utils.keras_internals` still do what
+kerastl relies on; when Keras changes them, this file fails first."""
+
+import keras
+import numpy as np
+
+from kerastl.utils import keras_internals
+
+
+def nested_model():
+    inner = keras.Sequential(
+        [keras.layers.Dense(4), keras.layers.BatchNormalization()],
+        name="inner",
+    )
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(2, name="head")(inner(inputs))
+    return keras.Model(inputs, outputs), inner
+
+
+def test_all_layers_reaches_nested_sublayers():
+    model, inner = nested_model()
+    layers = keras_internals.all_layers(model)
+    assert layers[0] is model
+    # Parents before their sublayers, each layer once.
+    assert layers.index(inner) < layers.index(inner.layers[0])
+    assert len({id(x) for x in layers}) == len(layers)
+    assert sum(isinstance(x, keras.layers.BatchNormalization) for x in layers)
+    children = keras_internals.all_layers(
+        model, include_self=False, recursive=False
+    )
+    assert model not in children and inner in children
+    assert inner.layers[0] not in children
+
+
+def test_forgotten_functions_are_traced_again():
+    model, _ = nested_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((4, 3), "float32")
+    model.predict(x, verbose=0)
+    traced = model.predict_function
+    assert traced is not None
+    keras_internals.forget_compiled_functions(model)
+    assert model.train_function is None
+    assert model.test_function is None
+    assert model.predict_function is None
+    model.predict(x, verbose=0)
+    assert model.predict_function is not None
+    assert model.predict_function is not traced
+
+
+def test_build_from_batch_builds_without_reading_the_data():
+    model, _ = nested_model()
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    assert not model.optimizer.built
+    batch = (np.zeros((1, 3), "float32"), np.zeros((1, 2), "float32"))
+    keras_internals.build_from_batch(model, batch)
+    assert model.optimizer.built
+    # Adam's two moments exist for every trainable weight, and the compiled
+    # metrics hold their state variables, before any data was seen.
+    assert len(model.optimizer.variables) >= 2 * len(model.trainable_weights)
+    assert all(metric.variables for metric in model.metrics)
