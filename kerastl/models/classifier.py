@@ -1,37 +1,16 @@
 """`TransferClassifier`: a keras-hub backbone with a classification head."""
 
-import random
-import re
 import warnings
 
 import keras
-import numpy as np
 
 from kerastl.models import backbones
+from kerastl.models import compile_defaults as defaults
 from kerastl.models import decisions
 from kerastl.models import freezing
-from kerastl.models import losses
+from kerastl.models import head
 from kerastl.models import presets
-from kerastl.models.pooling import POOLING_MODES
-from kerastl.models.pooling import FeaturePooling
 from kerastl.utils import atomic
-
-_CATEGORICAL_LOSSES = (
-    "sparse_categorical_crossentropy",
-    "categorical_crossentropy",
-    "categorical_focal_crossentropy",
-    "categorical_hinge",
-    "soft_target_crossentropy",
-)
-_BINARY_LOSSES = ("binary_crossentropy", "binary_focal_crossentropy")
-
-# Adam's learning rate for training a new head on a frozen backbone; a
-# partly or fully unfrozen backbone takes its family's gentler rate.
-HEAD_LEARNING_RATE = 1e-3
-
-
-def _snake_case(name):
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 class _CompileState:
@@ -166,81 +145,46 @@ class TransferClassifier(keras.Model):
         thresholds=None,
         **kwargs,
     ):
-        _check_head_args(num_classes, multi_label, activation, pooling)
-        class_names = _check_class_names(class_names, num_classes)
+        head.check_head_args(num_classes, multi_label, activation, pooling)
+        class_names = head.check_class_names(class_names, num_classes)
         thresholds = decisions.check_thresholds(
             thresholds, num_classes, multi_label
-        )
-        output_activation = activation
-        if activation == "auto":
-            output_activation = "sigmoid" if multi_label else "softmax"
-        mode = (
-            backbones.auto_pooling(backbone) if pooling == "auto" else pooling
         )
 
         # === Layers ===
         self.backbone = backbone
         self.image_converter = image_converter
-        self.pooler = FeaturePooling(
-            mode,
-            num_prefix_tokens=backbones.num_prefix_tokens(backbone),
+        layers = head.head_layers(
+            backbone,
+            num_classes,
+            multi_label=multi_label,
+            activation=activation,
+            pooling=pooling,
+            dropout=dropout,
+            hidden_dim=hidden_dim,
+            temperature=temperature,
             dtype=head_dtype,
-            name="pooler",
         )
-        self.head_dropout = keras.layers.Dropout(
-            dropout,
-            # An explicit seed puts the masks under a SeedGenerator whose
-            # state checkpoints save; unseeded dropout on torch draws from
-            # torch's global generator, which a resumed run cannot replay.
-            # Drawn from Python's generator, so `set_random_seed` fixes it.
-            seed=random.randrange(2**31),
-            dtype=head_dtype,
-            name="head_dropout",
-        )
-        self.head_hidden = None
-        if hidden_dim:
-            self.head_hidden = keras.layers.Dense(
-                hidden_dim,
-                activation="relu",
-                dtype=head_dtype,
-                name="head_hidden",
-            )
-        self.output_dense = keras.layers.Dense(
-            num_classes, dtype=head_dtype, name="predictions"
-        )
-        self.temperature_scaling = decisions.TemperatureScaling(
-            temperature,
-            output_activation,
-            dtype=head_dtype,
-            name="temperature_scaling",
-        )
+        self.pooler, self.head_dropout, self.head_hidden = layers[:3]
+        self.output_dense, self.temperature_scaling = layers[3:]
 
         # === Functional Model ===
         # A fixed input size: symbolic resizing of unknown sizes fails on
         # JAX, and every backend compiles faster for static shapes.
-        input_key, backbone_input = backbones.image_input(backbone)
-        image_shape = tuple(backbone_input.shape[1:])
-        if image_converter.image_size is not None:
-            image_shape = (*image_converter.image_size, image_shape[-1])
-        inputs = keras.Input(shape=image_shape, name="images")
+        inputs = keras.Input(
+            shape=head.input_shape(backbone, image_converter), name="images"
+        )
         x = self.image_converter(inputs)
+        input_key = backbones.image_input(backbone)[0]
         x = self.backbone({input_key: x} if input_key else x)
-        x = self.pooler(x)
-        x = self.head_dropout(x)
-        if self.head_hidden is not None:
-            x = self.head_hidden(x)
+        for layer in (self.pooler, self.head_dropout, self.head_hidden):
+            x = layer(x) if layer is not None else x
         # Kept for `logits_model`: the Dense layer's output cannot be looked
         # up later once the feature cache's head model has called it too.
         self._logits_tensor = self.output_dense(x)
         outputs = self.temperature_scaling(self._logits_tensor)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        # Keras draws initial weights from the backend's own generator, so
-        # one seed gives three different heads on three backends. NumPy's
-        # generator (which `keras.utils.set_random_seed` seeds too) gives
-        # every backend the same start, and a recipe the same run.
-        for dense in (self.head_hidden, self.output_dense):
-            if dense is not None:
-                dense.kernel.assign(_glorot_uniform(dense.kernel.shape))
+        head.initialize_dense(self.head_hidden, self.output_dense)
 
         # === Config ===
         self.num_classes = num_classes
@@ -435,104 +379,32 @@ class TransferClassifier(keras.Model):
             ),
             None,
         )
-        self._check_loss(loss)
+        defaults.check_loss(loss, self.multi_label, self.activation)
         if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(self._auto_learning_rate())
-        optimizer = self._loss_scaled(optimizer)
+            rate = defaults.learning_rate(self.backbone)
+            optimizer = keras.optimizers.Adam(rate)
+        optimizer = defaults.loss_scaled(optimizer, self.backbone)
         if loss == "auto":
-            loss = self._auto_loss(label_smoothing, soft_labels)
-        if metrics == "auto" and "weighted_metrics" in kwargs:
-            metrics = self._auto_metrics(loss)
-        elif metrics == "auto":
-            # As weighted metrics, rows of sample weight 0 (the padding of
-            # a data-parallel batch) do not count; with no sample weights
-            # they are the same metrics.
-            kwargs["weighted_metrics"] = self._auto_metrics(loss)
-            metrics = None
+            loss = defaults.loss(
+                self.multi_label,
+                self.outputs_logits,
+                label_smoothing,
+                soft_labels,
+            )
+        if metrics == "auto":
+            metrics = defaults.metrics(
+                loss, self.multi_label, self.outputs_logits, self.num_classes
+            )
+            if "weighted_metrics" not in kwargs:
+                # As weighted metrics, rows of sample weight 0 (the padding
+                # of a data-parallel batch) do not count; with no sample
+                # weights they are the same metrics.
+                kwargs["weighted_metrics"], metrics = metrics, None
         super().compile(
             optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
         )
         state.signature = self._trainable_signature()
         self._compile_state = state
-
-    def _loss_scaled(self, optimizer):
-        # float16 gradients underflow without loss scaling. Keras adds it
-        # only for models whose own policy is mixed_float16, and a
-        # functional model's policy is always the global one, so the
-        # backbone's policy decides here.
-        if self.backbone.dtype_policy.name != "mixed_float16" or (
-            optimizer is None
-        ):
-            return optimizer
-        optimizer = keras.optimizers.get(optimizer)
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            return optimizer
-        return keras.optimizers.LossScaleOptimizer(optimizer)
-
-    def _auto_learning_rate(self):
-        if not any(w.trainable for w in self.backbone.weights):
-            return HEAD_LEARNING_RATE
-        return backbones.family_of(self.backbone).fine_tune_learning_rate
-
-    def _auto_loss(self, label_smoothing, soft_labels):
-        from_logits = self.outputs_logits
-        if self.multi_label:
-            # Binary cross-entropy takes soft multi-hot targets as they are.
-            return keras.losses.BinaryCrossentropy(
-                from_logits=from_logits, label_smoothing=label_smoothing
-            )
-        if soft_labels or label_smoothing:
-            return losses.SoftTargetCrossentropy(
-                from_logits=from_logits, label_smoothing=label_smoothing
-            )
-        return keras.losses.SparseCategoricalCrossentropy(
-            from_logits=from_logits
-        )
-
-    def _auto_metrics(self, loss):
-        if self.multi_label:
-            threshold = 0.0 if self.outputs_logits else 0.5
-            return [
-                keras.metrics.BinaryAccuracy(threshold=threshold),
-                keras.metrics.AUC(
-                    multi_label=True,
-                    num_labels=self.num_classes,
-                    from_logits=self.outputs_logits,
-                    name="auc",
-                ),
-            ]
-        if isinstance(loss, losses.SoftTargetCrossentropy):
-            return [losses.SoftTargetAccuracy(name="accuracy")]
-        if _loss_name(loss) in ("categorical_crossentropy",):
-            return [keras.metrics.CategoricalAccuracy(name="accuracy")]
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-
-    def _check_loss(self, loss):
-        if loss == "auto":
-            return
-        name = _loss_name(loss)
-        head = "sigmoid (multi-label)" if self.multi_label else "softmax"
-        wrong = _CATEGORICAL_LOSSES if self.multi_label else _BINARY_LOSSES
-        if name in wrong:
-            right = (
-                _BINARY_LOSSES[0]
-                if self.multi_label
-                else _CATEGORICAL_LOSSES[0]
-            )
-            raise ValueError(
-                f"Loss {name!r} does not fit this model's {head} head. Use "
-                f"loss='auto' or {right!r}, or build the model with "
-                f"multi_label={not self.multi_label}. Received: loss={loss!r}"
-            )
-        from_logits = _loss_from_logits(loss)
-        if from_logits is not None and from_logits != self.outputs_logits:
-            outputs = "logits" if self.outputs_logits else "probabilities"
-            raise ValueError(
-                f"This model outputs {outputs} (activation="
-                f"{self.activation!r}), but the loss has from_logits="
-                f"{from_logits}. Pass from_logits={self.outputs_logits} or "
-                f"use loss='auto'. Received: loss={loss!r}"
-            )
 
     def compile_from_config(self, config):
         # Keras skips this for models that override `compile`; without it a
@@ -775,44 +647,9 @@ class TransferClassifier(keras.Model):
         """
         preset = str(preset)
         backbones.check_preset(preset)
-        saved = presets.load_head_config(preset) or {}
-        head = {**saved, **kwargs}
-        if multi_label is not None:
-            head["multi_label"] = multi_label
-        if num_classes is None and class_names is not None:
-            num_classes = len(class_names)
-        if num_classes is not None:
-            head["num_classes"] = num_classes
-        if "num_classes" not in head:
-            raise ValueError(
-                f"Preset '{preset}' has no kerastl head, so the number of "
-                "classes is unknown. Pass `num_classes=` or `class_names=`. "
-                f"Received: num_classes=None"
-            )
-        # The saved head is only the right head for the same classes: a
-        # preset pretrained on other classes of the same count (Fashion-MNIST
-        # 0-4, then 5-9) must start a new one.
-        reuse_head = (
-            bool(saved)
-            and all(
-                head.get(key) == saved.get(key)
-                for key in presets.HEAD_SHAPE_KEYS
-            )
-            and (
-                class_names is None
-                or saved.get("class_names") is None
-                or list(class_names) == list(saved["class_names"])
-            )
+        head, reuse_head = presets.head_arguments(
+            preset, num_classes, multi_label, class_names, kwargs
         )
-        if class_names is not None:
-            head["class_names"] = class_names
-        elif not reuse_head:
-            head["class_names"] = None
-        if not reuse_head:
-            # A new head's logits are not the ones these were fitted on.
-            for key in ("temperature", "thresholds"):
-                if key not in kwargs:
-                    head.pop(key, None)
         model = cls(
             backbone=presets.load_backbone(
                 preset, load_weights=load_weights, dtype=head.pop("dtype", None)
@@ -862,63 +699,3 @@ class TransferClassifier(keras.Model):
             if isinstance(config[key], dict):
                 config[key] = keras.layers.deserialize(config[key])
         return cls(**config)
-
-
-def _loss_name(loss):
-    if isinstance(loss, str):
-        return loss
-    if isinstance(loss, keras.losses.Loss):
-        return _snake_case(type(loss).__name__)
-    return getattr(loss, "__name__", None)
-
-
-def _loss_from_logits(loss):
-    if isinstance(loss, keras.losses.Loss):
-        return loss.get_config().get("from_logits")
-    if isinstance(loss, str) and loss in _CATEGORICAL_LOSSES + _BINARY_LOSSES:
-        return False
-    return None
-
-
-def _glorot_uniform(shape):
-    """Glorot-uniform values from NumPy's global generator, as float32."""
-    fan_in, fan_out = shape
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    return np.random.uniform(-limit, limit, size=shape).astype(np.float32)
-
-
-def _check_head_args(num_classes, multi_label, activation, pooling):
-    minimum = 1 if multi_label else 2
-    if not isinstance(num_classes, int) or num_classes < minimum:
-        raise ValueError(
-            f"`num_classes` must be an integer of at least {minimum} for a "
-            f"{'multi-label' if multi_label else 'multi-class'} classifier. "
-            f"Received: num_classes={num_classes!r}"
-        )
-    allowed = ("auto", None, "sigmoid" if multi_label else "softmax")
-    if activation not in allowed:
-        raise ValueError(
-            f"`activation` must be one of {allowed} for multi_label="
-            f"{multi_label}: a softmax head cannot score several labels per "
-            "image and a sigmoid head does not give one distribution. "
-            f"Received: activation={activation!r}"
-        )
-    if pooling != "auto" and pooling not in POOLING_MODES:
-        raise ValueError(
-            f"`pooling` must be 'auto' or one of {', '.join(POOLING_MODES)}. "
-            f"Received: pooling={pooling!r}"
-        )
-
-
-def _check_class_names(class_names, num_classes):
-    if class_names is None:
-        return None
-    class_names = [str(name) for name in class_names]
-    if len(class_names) != num_classes or len(set(class_names)) != len(
-        class_names
-    ):
-        raise ValueError(
-            f"`class_names` must hold {num_classes} distinct names, one per "
-            f"class. Received: class_names={class_names!r}"
-        )
-    return class_names

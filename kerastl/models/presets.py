@@ -336,3 +336,67 @@ def input_size(preset):
     if shape[0] is None or shape[1] is None:
         return None
     return (int(shape[0]), int(shape[1]))
+
+
+def head_arguments(preset, num_classes, multi_label, class_names, overrides):
+    """The head's arguments for a classifier built from `preset`, and
+    whether the preset's saved head is the right one to reuse.
+
+    A kerastl preset's saved head is only the right head for the same
+    classes: a preset pretrained on other classes of the same count
+    (Fashion-MNIST 0-4, then 5-9) must start a new one. So the saved head
+    is reused when every shape argument (`HEAD_SHAPE_KEYS`) and the class
+    names agree; a new head also drops the saved temperature and
+    thresholds, which were fitted on the old head's logits.
+
+    Args:
+        preset: str. The preset.
+        num_classes: int or `None`.
+        multi_label: bool or `None` (keep the preset's).
+        class_names: list of str or `None`.
+        overrides: dict of other `TransferClassifier` arguments given.
+
+    Returns:
+        `(head, reuse_head)`: a dict of `TransferClassifier` arguments and a
+        bool.
+
+    Example:
+    ```python
+    head, reuse = kerastl.models.presets.head_arguments(
+        "pets_preset", None, None, None, {}
+    )
+    ```
+    """
+    saved = load_head_config(preset) or {}
+    head = {**saved, **overrides}
+    if multi_label is not None:
+        head["multi_label"] = multi_label
+    if num_classes is None and class_names is not None:
+        num_classes = len(class_names)
+    if num_classes is not None:
+        head["num_classes"] = num_classes
+    if "num_classes" not in head:
+        raise ValueError(
+            f"Preset '{preset}' has no kerastl head, so the number of "
+            "classes is unknown. Pass `num_classes=` or `class_names=`. "
+            f"Received: num_classes=None"
+        )
+    same_names = (
+        class_names is None
+        or saved.get("class_names") is None
+        or list(class_names) == list(saved["class_names"])
+    )
+    reuse_head = (
+        bool(saved)
+        and all(head.get(key) == saved.get(key) for key in HEAD_SHAPE_KEYS)
+        and same_names
+    )
+    if class_names is not None:
+        head["class_names"] = class_names
+    elif not reuse_head:
+        head["class_names"] = None
+    if not reuse_head:
+        for key in ("temperature", "thresholds"):
+            if key not in overrides:
+                head.pop(key, None)
+    return head, reuse_head

@@ -8,12 +8,11 @@ has one, else validation, so the rows compare like with like.
 """
 
 import datetime
-import json
 import pathlib
 
-from kerastl.utils import atomic
 from kerastl.evaluate import plots
 from kerastl.runs import rundir
+from kerastl.utils import atomic
 
 # (column, metric key or None for a run-level value, higher is better)
 _COLUMNS = (

@@ -50,9 +50,10 @@ def evaluate_path(model_path, data=None, split=None, output_dir=None):
     ```
     """
     model_path = pathlib.Path(model_path)
-    is_run = rundir.is_finished(model_path) or (
-        model_path / rundir.METRICS_FILE
-    ).is_file()
+    is_run = (
+        rundir.is_finished(model_path)
+        or (model_path / rundir.METRICS_FILE).is_file()
+    )
     if data is None and not is_run:
         raise ValueError(
             f"{model_path} is not a finished run directory, so it has no "

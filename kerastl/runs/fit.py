@@ -18,30 +18,22 @@ import time
 
 import keras
 
-from kerastl.utils import atomic
-from kerastl.models import backbones
+from kerastl.data import manifest
+from kerastl.errors import TrainingDiverged
 from kerastl.evaluate import calibration
-from kerastl.train import checkpoints
-from kerastl.train import distillation
-from kerastl.utils import distribution
-from kerastl.utils import downloads
 from kerastl.evaluate import metrics
-from kerastl.models import preprocessing
-from kerastl.models import presets
 from kerastl.evaluate import report
+from kerastl.evaluate import thresholds
+from kerastl.models import backbones
 from kerastl.runs import build
 from kerastl.runs import rundir
-from kerastl.models import standins
-from kerastl.evaluate import thresholds
-from kerastl.train import stages
-from kerastl.models.classifier import TransferClassifier
-from kerastl.data import load_data
-from kerastl.data import manifest
-from kerastl.errors import PresetError
-from kerastl.errors import TrainingDiverged
 from kerastl.runs.recipe import Recipe
 from kerastl.runs.recipe import RecipeError
 from kerastl.runs.recipe import apply_overrides
+from kerastl.train import checkpoints
+from kerastl.train import stages
+from kerastl.utils import atomic
+from kerastl.utils import distribution
 
 # A smoke run trains each stage for one epoch of at most this many steps,
 # of batches of at most this many images per device.
@@ -278,7 +270,9 @@ def _train_and_report(run, model, trainee, bundle):
     checkpoint = run_dir / rundir.CHECKPOINT_DIR
     resuming = run.resume and (checkpoint / checkpoints.STATE_FILE).exists()
     if resuming:
-        changed = manifest.changes(recipe.data, checkpoint / rundir.MANIFEST_FILE)
+        changed = manifest.changes(
+            recipe.data, checkpoint / rundir.MANIFEST_FILE
+        )
         if changed:
             print_fn(
                 f"Warning: {changed} data file(s) were added, removed or "
@@ -490,7 +484,9 @@ def _write_report(run_dir, recipe, summary, rows, evaluations):
             f"| {row['loss']:.4f} | "
             f"{'' if val is None else f'{val:.4f}'} |"
         )
-    curves = report.training_curves(rows, run_dir, rundir.PLOTS_DIR) if rows else {}
+    curves = (
+        report.training_curves(rows, run_dir, rundir.PLOTS_DIR) if rows else {}
+    )
     training_section = "\n".join(table)
     if curves:
         training_section += "\n\n" + report.figure_links(curves)

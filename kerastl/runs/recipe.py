@@ -15,16 +15,14 @@ import traceback
 import types
 import typing
 
-from kerastl.utils import text
 from kerastl.data import Augment
 from kerastl.data import DataSpec
+from kerastl.errors import RecipeError
+from kerastl.models.preprocessing import NORMALIZATIONS
+from kerastl.train.stage import Stage
+from kerastl.utils import text
 from kerastl.utils.distribution import MODES as DISTRIBUTE_MODES
 from kerastl.utils.distribution import PRECISIONS
-from kerastl.errors import RecipeError
-from kerastl.train.optimizers import SCHEDULES
-from kerastl.models.preprocessing import NORMALIZATIONS
-from kerastl.train.stage import TRAINABLE_HELP
-from kerastl.train.stage import Stage
 
 # The smallest image side a recipe may ask for: a ViT's smallest patch or a
 # convnet's first strides leave nothing of smaller images.
@@ -76,8 +74,8 @@ class Recipe:
         distill_temperature: float. Softmax temperature of the
             distillation loss. Defaults to `4.0`.
         calibrate: bool. Fit a temperature on the validation split after
-            training (`kerastl.evaluate.calibration`); it is stored with the model
-            and applied by predict, evaluate and exports. Accuracy is
+            training (`kerastl.evaluate.calibration`); it is stored with the
+            model and applied by predict, evaluate and exports. Accuracy is
             unchanged; probabilities become honest. Defaults to `False`.
         tune_thresholds: bool. Multi-label: tune per-class decision
             thresholds on the validation split (`kerastl.evaluate.thresholds`),
@@ -97,8 +95,8 @@ class Recipe:
             weights expect, for a preset that does not record it (a
             backbone saved with `save_to_preset` alone): `"imagenet"`
             (ImageNet mean/std), `"minus_one_to_one"` or `"zero_one"`
-            (`kerastl.models.preprocessing`). Replaces the preset's own when set.
-            Defaults to `None`: the preset's own.
+            (`kerastl.models.preprocessing`). Replaces the preset's own
+            when set. Defaults to `None`: the preset's own.
 
     Example:
     ```python

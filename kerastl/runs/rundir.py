@@ -24,9 +24,9 @@ import keras
 
 from kerastl.deploy import export
 from kerastl.errors import RunDirError
-from kerastl.utils import atomic
 from kerastl.models import presets
 from kerastl.models.classifier import TransferClassifier
+from kerastl.utils import atomic
 
 MODEL_FILE = "model.keras"
 PRESET_DIR = "preset"
