@@ -4,7 +4,7 @@ For each epoch count E it times, end to end (model compile and feature
 pass included), on the current `KERAS_BACKEND`:
 
 - in-graph: `model.freeze_backbone()` then `model.fit` for E epochs;
-- cold: `kerastl.train.features.fit_head_cached` with an empty cache directory
+- cold: `kerastl.train.head_training.fit_head_cached` with an empty cache directory
   (one backbone pass, then E epochs of the head);
 - warm: the same call again from a fresh model object with the same
   weights, as a later run would make it (no backbone pass at all).
@@ -32,8 +32,10 @@ with logs.quiet_native_logs():
 
     from kerastl import TransferClassifier
     from kerastl import bench
+    from kerastl.bench import peers
     from kerastl.data import synthetic
     from kerastl.train import features
+    from kerastl.train import head_training
 
 NUM_CLASSES = 10
 
@@ -85,7 +87,7 @@ def model_factory(args):
         )
         description = args.preset
     else:
-        backbone, converter = bench.built_in_backbone(
+        backbone, converter = peers.built_in_backbone(
             "resnet18", args.image_size
         )
         first = TransferClassifier(
@@ -131,19 +133,19 @@ def measure(args, fresh, train, validation, epochs, scratch, repeats=None):
 
     def cold_fit(model):
         cache_dir = tempfile.mkdtemp(dir=scratch)  # empty every time
-        features.fit_head_cached(
+        head_training.fit_head_cached(
             model, train, validation, cache_dir=cache_dir, **options
         )
 
     cold = timed(repeats, fresh, cold_fit)
     warm_dir = tempfile.mkdtemp(dir=scratch)
-    features.fit_head_cached(
+    head_training.fit_head_cached(
         fresh(), train, validation, cache_dir=warm_dir, **options
     )
     warm = timed(
         repeats,
         fresh,
-        features.fit_head_cached,
+        head_training.fit_head_cached,
         train,
         validation,
         cache_dir=warm_dir,

@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 _LAZY_ATTRIBUTES = {
     "TransferClassifier": "kerastl.models.classifier",
     "FeaturePooling": "kerastl.models.pooling",
-    "LayerGroup": "kerastl.models.backbones",
+    "LayerGroup": "kerastl.models.grouping",
     "Recipe": "kerastl.runs.recipe",
     "Stage": "kerastl.train.stage",
     "fine_tune": "kerastl.train.stages",

@@ -10,6 +10,7 @@ import keras_hub
 import numpy as np
 
 from kerastl.data.synthetic import color_images  # noqa: F401 (for tests)
+from kerastl.models import standin_configs
 from kerastl.models import standins
 from kerastl.models.classifier import TransferClassifier
 from kerastl.models.standins import imagenet_converter  # noqa: F401
@@ -69,7 +70,7 @@ def tiny_vit(image_size=TINY_IMAGE_SIZE, **kwargs):
         patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32
     )
     backbone = standins.tiny_backbone("vit", image_size, **{**config, **kwargs})
-    converter = standins.Normalization("minus_one_to_one").converter(
+    converter = standin_configs.Normalization("minus_one_to_one").converter(
         keras_hub.layers.ViTImageConverter, image_size
     )
     return backbone, converter

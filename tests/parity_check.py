@@ -67,7 +67,7 @@ def check(work):
     from kerastl import TransferClassifier
     from kerastl.models import backbones
     from kerastl.runs import fit
-    from kerastl.runs.recipe import apply_overrides
+    from kerastl.runs.overrides import apply_overrides
     from kerastl.runs.recipe import load_recipe
 
     backend = keras.config.backend()

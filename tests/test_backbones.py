@@ -4,11 +4,13 @@ import pytest
 
 from kerastl import TransferClassifier
 from kerastl.models import backbones
+from kerastl.models import catalog
+from kerastl.models import grouping
 
 
 def test_resnet_groups_are_stem_then_stages():
     backbone, _ = kit.tiny_resnet()
-    groups = backbones.layer_groups(backbone)
+    groups = grouping.layer_groups(backbone)
     assert [g.name for g in groups] == ["stem", "stack0", "stack1", "stack2"]
     # Each stage holds exactly the layers keras-hub named after it.
     for group in groups[1:]:
@@ -22,7 +24,7 @@ def test_resnet_groups_are_stem_then_stages():
 
 def test_vit_groups_are_embedding_blocks_and_norm():
     backbone, _ = kit.tiny_vit()
-    groups = backbones.layer_groups(backbone)
+    groups = grouping.layer_groups(backbone)
     assert [g.name for g in groups] == [
         "vit_patching_and_embedding",
         "transformer_block_1",
@@ -38,7 +40,7 @@ def test_vit_groups_are_embedding_blocks_and_norm():
 def test_groups_cover_every_weight_once(family):
     backbone, _ = kit.TINY_BACKBONES[family]()
     grouped = [
-        id(w) for g in backbones.layer_groups(backbone) for w in g.weights
+        id(w) for g in grouping.layer_groups(backbone) for w in g.weights
     ]
     assert sorted(grouped) == sorted(id(w) for w in backbone.weights)
 
@@ -104,7 +106,7 @@ def test_other_families(build, family, pooling, prefix, groups):
     if pooling == "token":
         assert backbones.num_prefix_tokens(backbone) == prefix
         assert backbone.output.shape[1] == 16 + prefix
-    found = backbones.layer_groups(backbone)
+    found = grouping.layer_groups(backbone)
     assert len(found) == groups
     grouped = sorted(id(w) for g in found for w in g.weights)
     assert grouped == sorted(id(w) for w in backbone.weights)
@@ -129,7 +131,7 @@ def test_auto_pooling():
 
 def test_unknown_preset_names_close_matches():
     with pytest.raises(ValueError) as info:
-        backbones.check_preset("resnet_50_imagenett")
+        catalog.check_preset("resnet_50_imagenett")
     message = str(info.value)
     assert "Unknown preset 'resnet_50_imagenett'" in message
     assert "resnet_50_imagenet" in message
@@ -137,19 +139,19 @@ def test_unknown_preset_names_close_matches():
 
 def test_missing_preset_directory(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        backbones.check_preset(str(tmp_path / "nowhere"))
+        catalog.check_preset(str(tmp_path / "nowhere"))
 
 
 def test_known_presets_and_handles_pass():
-    backbones.check_preset("resnet_50_imagenet")
-    backbones.check_preset("vit_base_patch16_224_imagenet")
-    backbones.check_preset("hf://google/vit-base-patch16-224")
+    catalog.check_preset("resnet_50_imagenet")
+    catalog.check_preset("vit_base_patch16_224_imagenet")
+    catalog.check_preset("hf://google/vit-base-patch16-224")
 
 
 def test_missing_preset_directory_names_it(tmp_path):
     path = str(tmp_path / "nowhere")
     with pytest.raises(ValueError) as info:
-        backbones.check_preset(path)
+        catalog.check_preset(path)
     assert str(info.value).endswith(f"Received: preset={path!r}")
 
 
@@ -179,7 +181,7 @@ TRUE_INPUT_SIZES = {
 
 
 def test_presets_show_true_input_sizes():
-    rows = {row[0]: row for row in backbones.describe_presets()}
+    rows = {row[0]: row for row in catalog.describe_presets()}
     for name, size in TRUE_INPUT_SIZES.items():
         expected = f"{size}x{size}" if size else "-"
         assert rows[name][3] == expected, name
@@ -197,12 +199,12 @@ def test_presets_show_true_input_sizes():
     ],
 )
 def test_input_size_of_handles(handle, size):
-    assert backbones.preset_input_size(handle) == size
+    assert catalog.preset_input_size(handle) == size
 
 
 def test_preset_family_offline():
-    assert backbones.preset_family("resnet_50_imagenet").name == "resnet"
+    assert catalog.preset_family("resnet_50_imagenet").name == "resnet"
     handle = "kaggle://keras/vit/keras/vit_base_patch16_224_imagenet/4"
-    assert backbones.preset_family(handle).name == "vit"
-    assert backbones.preset_family("hf://google/vit-base-patch16-224") is None
-    assert backbones.preset_family("resnet_50_imagenett") is None
+    assert catalog.preset_family(handle).name == "vit"
+    assert catalog.preset_family("hf://google/vit-base-patch16-224") is None
+    assert catalog.preset_family("resnet_50_imagenett") is None

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from kerastl import bench
+from kerastl.bench import peers
 from kerastl.cli import cli
 
 BACKEND = keras.config.backend()
@@ -97,7 +98,7 @@ def test_pytorch_peer_trains_the_same_architecture():
         image_size=32, batch_size=2, steps=1, warmup=1, repeats=1
     )
     data, _ = bench._synthetic_data(settings)
-    tasks = bench._torch_native_tasks(settings, data.repeat())
+    tasks = peers.torch_native_tasks(settings, data.repeat())
     speeds = bench._interleaved_speeds(tasks, settings)
     assert set(speeds) == {"torch_train_full", "torch_predict"}
     assert all(value > 0 for value in speeds.values())
@@ -111,5 +112,5 @@ def test_pytorch_peer_trains_the_same_architecture():
     )
     twin = transformers.ResNetModel(config)
     torch_params = sum(p.numel() for p in twin.parameters())
-    backbone, _ = bench.built_in_backbone("resnet18", 32)
+    backbone, _ = peers.built_in_backbone("resnet18", 32)
     assert torch_params == pytest.approx(backbone.count_params(), rel=0.01)

@@ -18,6 +18,7 @@ from scipy import special
 import kerastl
 from kerastl.cli import cli
 from kerastl.deploy import export
+from kerastl.deploy import writers
 from kerastl.runs import rundir
 
 BACKEND = keras.config.backend()
@@ -259,9 +260,9 @@ def test_an_artifact_that_differs_is_never_written(
 ):
     # A converter that mistranslates an operation: the artifact's outputs
     # are off. The previous export must stay in place.
-    run = export._run_artifact
+    run = writers._run_artifact
     monkeypatch.setattr(
-        export, "_run_artifact", lambda *args: run(*args) + 0.01
+        writers, "_run_artifact", lambda *args: run(*args) + 0.01
     )
     output = tmp_path / f"model{SUFFIX[FILE_FORMAT]}"
     output.write_bytes(b"previous export")

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from kerastl import TransferClassifier
 from kerastl.train import features
+from kerastl.train import head_training
 from kerastl.utils import cache
 
 HEADS = [
@@ -72,7 +73,7 @@ def test_same_head_and_history_as_in_graph_fit(multi_label, tmp_path):
     expected = in_graph.fit(
         train, validation_data=validation, epochs=2, verbose=0
     )
-    history = features.fit_head_cached(
+    history = head_training.fit_head_cached(
         cached, train, validation, epochs=2, cache_dir=tmp_path, verbose=0
     )
 
@@ -113,7 +114,7 @@ def test_linear_probe_matches_hand_computed_sgd(tmp_path):
             kernel = kernel - 0.1 * x.T @ grad
             bias = bias - 0.1 * grad.sum(axis=0)
 
-    features.fit_head_cached(
+    head_training.fit_head_cached(
         model,
         batches(images, labels, batch_size=5),
         epochs=2,
@@ -138,7 +139,7 @@ def test_history_has_the_keys_model_fit_logs(multi_label, tmp_path):
     data = batches(images, labels, batch_size=8)
     model = build(multi_label)
     expected = model.fit(data, validation_data=data, epochs=1, verbose=0)
-    history = features.fit_head_cached(
+    history = head_training.fit_head_cached(
         model, data, data, epochs=1, cache_dir=tmp_path, verbose=0
     )
     assert sorted(history.history) == sorted(expected.history)
@@ -246,12 +247,16 @@ def test_shuffled_epochs_resume_to_the_same_head(tmp_path):
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     options = dict(cache_dir=tmp_path, verbose=0, print_fn=lambda _: None)
 
-    features.fit_head_cached(whole, data, epochs=3, shuffle_seed=7, **options)
-    features.fit_head_cached(resumed, data, epochs=1, shuffle_seed=7, **options)
-    features.fit_head_cached(
+    head_training.fit_head_cached(
+        whole, data, epochs=3, shuffle_seed=7, **options
+    )
+    head_training.fit_head_cached(
+        resumed, data, epochs=1, shuffle_seed=7, **options
+    )
+    head_training.fit_head_cached(
         resumed, data, initial_epoch=1, epochs=3, shuffle_seed=7, **options
     )
-    features.fit_head_cached(unshuffled, data, epochs=3, **options)
+    head_training.fit_head_cached(unshuffled, data, epochs=3, **options)
 
     head = numpy_weights([whole.output_dense])
     for weight, want in zip(
@@ -266,7 +271,7 @@ def test_trainable_backbone_is_an_error(tmp_path):
     model = build()
     model.unfreeze_backbone(last_n=1)
     with pytest.raises(ValueError, match="freeze_backbone"):
-        features.fit_head_cached(
+        head_training.fit_head_cached(
             model, batches(images, labels), epochs=1, cache_dir=tmp_path
         )
 
@@ -307,7 +312,7 @@ def test_damaged_entries_are_rebuilt_and_said_so(tmp_path):
     train = batches(images[:12], labels[:12])
     validation = batches(images[12:], labels[12:])
     options = dict(epochs=1, cache_dir=tmp_path, verbose=0)
-    features.fit_head_cached(
+    head_training.fit_head_cached(
         model, train, validation, print_fn=lambda _: None, **options
     )
     entries = sorted(tmp_path.glob("*/*/features.npy"))
@@ -316,7 +321,7 @@ def test_damaged_entries_are_rebuilt_and_said_so(tmp_path):
     flip_bytes(entries[1])
 
     lines = []
-    history = features.fit_head_cached(
+    history = head_training.fit_head_cached(
         model, train, validation, print_fn=lines.append, **options
     )
     assert np.isfinite(history.history["val_loss"]).all()
@@ -425,7 +430,7 @@ def test_two_runs_writing_one_entry_leave_it_whole(tmp_path):
     data = batches(images, labels)
     quiet = dict(verbose=0, print_fn=lambda _: None)
     # Both runs list the cache before either writes, so both write.
-    runs = [features._FeatureCache(model, tmp_path) for _ in range(2)]
+    runs = [features.FeatureCache(model, tmp_path) for _ in range(2)]
     paths = {run.read(data, name="data", **quiet).path for run in runs}
     assert len(paths) == 1
     (entry,) = paths

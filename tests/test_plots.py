@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 from sklearn import metrics
 
+from kerastl.evaluate import drawing
 from kerastl.evaluate import plots
+from kerastl.evaluate import split_plots
 
 
 def png_size(path):
@@ -76,7 +78,7 @@ def test_normalized_confusion_matrix_matches_sklearn():
     expected = metrics.confusion_matrix(
         y_true, y_pred, labels=labels, normalize="true"
     )
-    normalized = plots.normalized_confusion_matrix(counts)
+    normalized = split_plots.normalized_confusion_matrix(counts)
     np.testing.assert_allclose(normalized, expected)
     np.testing.assert_array_equal(normalized[6], np.zeros(7))
     np.testing.assert_allclose(normalized[:6].sum(axis=1), np.ones(6))
@@ -84,14 +86,14 @@ def test_normalized_confusion_matrix_matches_sklearn():
 
 def test_normalized_confusion_matrix_by_hand():
     np.testing.assert_allclose(
-        plots.normalized_confusion_matrix([[3, 1], [0, 0]]),
+        split_plots.normalized_confusion_matrix([[3, 1], [0, 0]]),
         [[0.75, 0.25], [0.0, 0.0]],
     )
 
 
 def test_confusion_matrix_rejects_a_non_square_matrix():
     with pytest.raises(ValueError, match="square"):
-        plots.normalized_confusion_matrix(np.ones((2, 3)))
+        split_plots.normalized_confusion_matrix(np.ones((2, 3)))
 
 
 def test_most_confident_mistakes_by_hand():
@@ -101,14 +103,19 @@ def test_most_confident_mistakes_by_hand():
     # Wrong: indices 1 (0.6), 2 (0.8), 3 (0.8), 5 (0.7). Most confident
     # first, the 0.8 tie in index order; the right 0.99 and 0.95 are out.
     np.testing.assert_array_equal(
-        plots.most_confident_mistakes(y_true, y_pred, confidence),
+        split_plots.most_confident_mistakes(y_true, y_pred, confidence),
         [2, 3, 5, 1],
     )
     np.testing.assert_array_equal(
-        plots.most_confident_mistakes(y_true, y_pred, confidence, max_images=2),
+        split_plots.most_confident_mistakes(
+            y_true, y_pred, confidence, max_images=2
+        ),
         [2, 3],
     )
-    assert len(plots.most_confident_mistakes([1, 2], [1, 2], [0.5, 0.9])) == 0
+    assert (
+        len(split_plots.most_confident_mistakes([1, 2], [1, 2], [0.5, 0.9]))
+        == 0
+    )
 
 
 def test_training_curves_from_csv_with_missing_validation(tmp_path):
@@ -163,12 +170,12 @@ def test_confusion_matrix_grows_with_the_classes(tmp_path):
     for num_classes in (5, 40):
         counts = rng.integers(0, 20, size=(num_classes, num_classes))
         names = [f"class_{i}" for i in range(num_classes)]
-        path = plots.confusion_matrix(
+        path = split_plots.confusion_matrix(
             counts, names, tmp_path / f"cm{num_classes}.png"
         )
         sizes[num_classes] = png_size(path)
     assert sizes[40][0] > sizes[5][0] and sizes[40][1] > sizes[5][1]
-    path = plots.confusion_matrix(
+    path = split_plots.confusion_matrix(
         [[3, 0], [1, 0]], ["a", "b"], tmp_path / "counts.png", normalize=False
     )
     png_size(path)
@@ -176,15 +183,15 @@ def test_confusion_matrix_grows_with_the_classes(tmp_path):
 
 def test_confusion_matrix_wants_one_name_per_class(tmp_path):
     with pytest.raises(ValueError, match="class names"):
-        plots.confusion_matrix(np.eye(3), ["a", "b"], tmp_path / "cm.png")
+        split_plots.confusion_matrix(np.eye(3), ["a", "b"], tmp_path / "cm.png")
 
 
 def test_per_class_f1_grows_with_the_classes(tmp_path):
-    small = plots.per_class_f1(
+    small = split_plots.per_class_f1(
         [0.5, np.nan, 0.9, 0.1, 1.0], list("abcde"), tmp_path / "small.png"
     )
     scores = np.linspace(0.0, 1.0, 40)
-    large = plots.per_class_f1(scores, None, tmp_path / "large.png")
+    large = split_plots.per_class_f1(scores, None, tmp_path / "large.png")
     assert png_size(large)[1] > png_size(small)[1]
 
 
@@ -192,12 +199,14 @@ def test_reliability_diagram_with_empty_bins(tmp_path):
     confidence = [0.05, np.nan, 0.3, np.nan, 0.5, 0.6, 0.7, 0.8, 0.9, 0.97]
     accuracy = [0.0, np.nan, 0.2, np.nan, 0.6, 0.5, 0.6, 0.8, 0.85, 0.99]
     counts = [2, 0, 5, 0, 10, 20, 30, 40, 50, 200]
-    path = plots.reliability_diagram(
+    path = split_plots.reliability_diagram(
         confidence, accuracy, counts, tmp_path / "reliability.png", ece=0.03
     )
     assert png_size(path) == (600, 700)
     with pytest.raises(ValueError, match="one value per bin"):
-        plots.reliability_diagram([0.5], [0.5, 0.6], [1], tmp_path / "r.png")
+        split_plots.reliability_diagram(
+            [0.5], [0.5, 0.6], [1], tmp_path / "r.png"
+        )
 
 
 def test_precision_recall_selection_by_hand():
@@ -205,9 +214,9 @@ def test_precision_recall_selection_by_hand():
     # Positives per class: 3, 0, 5, 1, 5.
     for column, count in enumerate([3, 0, 5, 1, 5]):
         labels[:count, column] = 1
-    shown, skipped, micro = plots._precision_recall_selection(labels, 2)
+    shown, skipped, micro = split_plots._precision_recall_selection(labels, 2)
     assert (shown, skipped, micro) == ([2, 4], [1], True)
-    shown, skipped, micro = plots._precision_recall_selection(labels, 4)
+    shown, skipped, micro = split_plots._precision_recall_selection(labels, 4)
     assert (shown, skipped, micro) == ([0, 2, 3, 4], [1], False)
 
 
@@ -218,11 +227,11 @@ def test_precision_recall_curves_skip_classes_without_positives(tmp_path):
     probs = np.clip(0.5 * y_true + 0.6 * rng.random((60, 4)), 0.0, 1.0)
     # scikit-learn would warn on the positive-free class; warnings are
     # errors in this suite, so passing shows it was skipped.
-    path = plots.precision_recall_curves(
+    path = split_plots.precision_recall_curves(
         y_true, probs, ["a", "b", "c", "d"], tmp_path / "pr.png"
     )
     assert png_size(path) == (900, 600)
-    path = plots.precision_recall_curves(
+    path = split_plots.precision_recall_curves(
         np.zeros((5, 2)), np.full((5, 2), 0.5), None, tmp_path / "none.png"
     )
     png_size(path)
@@ -232,7 +241,7 @@ def test_precision_recall_curves_with_many_classes(tmp_path):
     rng = np.random.default_rng(3)
     y_true = (rng.random((80, 30)) < np.linspace(0.05, 0.5, 30)).astype(int)
     probs = rng.random((80, 30))
-    path = plots.precision_recall_curves(
+    path = split_plots.precision_recall_curves(
         y_true, probs, None, tmp_path / "pr.png", max_classes=5
     )
     png_size(path)
@@ -244,13 +253,13 @@ def test_confident_mistakes_grid(tmp_path):
     y_true = np.arange(20) % 3
     y_pred = (y_true + 1) % 3
     names = ["cat", "dog", "a rather long class name"]
-    path = plots.confident_mistakes(
+    path = split_plots.confident_mistakes(
         images, y_true, y_pred, rng.random(20), names, tmp_path / "16.png"
     )
     # 16 images: 4 x 4 cells of 2.6 x 2.8 in, and the title's 0.4 in.
     assert png_size(path) == (1040, 1160)
     grey = rng.uniform(0, 255, size=(3, 8, 8, 1))
-    path = plots.confident_mistakes(
+    path = split_plots.confident_mistakes(
         grey, [0, 1, 2], [1, 2, 0], [0.9, 0.8, 0.7], None, tmp_path / "3.png"
     )
     # 3 images: 2 x 2 cells.
@@ -259,7 +268,7 @@ def test_confident_mistakes_grid(tmp_path):
 
 def test_confident_mistakes_without_mistakes_still_writes(tmp_path):
     images = np.zeros((3, 8, 8, 3), dtype=np.uint8)
-    path = plots.confident_mistakes(
+    path = split_plots.confident_mistakes(
         images, [0, 1, 2], [0, 1, 2], [0.9, 0.8, 0.7], None, tmp_path / "m.png"
     )
     assert png_size(path) == (400, 200)
@@ -267,10 +276,10 @@ def test_confident_mistakes_without_mistakes_still_writes(tmp_path):
 
 def test_writes_leave_no_temporary_files(tmp_path):
     plots.training_curves(history_rows(3), tmp_path / "training.png")
-    plots.confusion_matrix(np.eye(3), None, tmp_path / "cm.png")
-    plots.per_class_f1([0.2, 0.8], None, tmp_path / "f1.png")
+    split_plots.confusion_matrix(np.eye(3), None, tmp_path / "cm.png")
+    split_plots.per_class_f1([0.2, 0.8], None, tmp_path / "f1.png")
     # Writing over an existing plot replaces it, still without leftovers.
-    plots.per_class_f1([0.3, 0.7], None, tmp_path / "f1.png")
+    split_plots.per_class_f1([0.3, 0.7], None, tmp_path / "f1.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "cm.png",
         "f1.png",
@@ -288,13 +297,13 @@ ODD_NAMES = ["$x_1$", "a_b", "c$d", "猫", "naïve", "$x_$"]
 def figures(monkeypatch):
     """The figures the plot functions save, by file name."""
     saved = {}
-    save = plots._save
+    save = drawing.save
 
     def keep(figure, path):
         saved[pathlib.Path(path).name] = figure
         return save(figure, path)
 
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(drawing, "save", keep)
     return saved
 
 
@@ -311,7 +320,7 @@ def test_every_plot_draws_odd_class_names_as_typed(tmp_path, figures):
     count = len(names)
     rng = np.random.default_rng(5)
 
-    plots.confusion_matrix(
+    split_plots.confusion_matrix(
         rng.integers(0, 9, (count, count)), names, tmp_path / "cm.png"
     )
     (ax, _) = figures["cm.png"].axes
@@ -319,13 +328,17 @@ def test_every_plot_draws_odd_class_names_as_typed(tmp_path, figures):
     assert_literal(ax.get_yticklabels(), names)
 
     # Increasing scores keep the classes' order, worst on top.
-    plots.per_class_f1(np.linspace(0, 1, count), names, tmp_path / "f1.png")
+    split_plots.per_class_f1(
+        np.linspace(0, 1, count), names, tmp_path / "f1.png"
+    )
     assert_literal(figures["f1.png"].axes[0].get_yticklabels(), names)
 
     y_true = (rng.random((40, count)) < 0.5).astype(int)
     y_true[:, 0] = 0
     probs = rng.random((40, count))
-    plots.precision_recall_curves(y_true, probs, names, tmp_path / "pr.png")
+    split_plots.precision_recall_curves(
+        y_true, probs, names, tmp_path / "pr.png"
+    )
     ax = figures["pr.png"].axes[0]
     legend = ax.get_legend().get_texts()
     assert_literal(
@@ -341,7 +354,7 @@ def test_every_plot_draws_odd_class_names_as_typed(tmp_path, figures):
     assert_literal([ax.title], [ax.title.get_text()])
 
     images = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
-    plots.confident_mistakes(
+    split_plots.confident_mistakes(
         images, [5, 2], [0, 4], [0.9, 0.8], names, tmp_path / "m.png"
     )
     titles = [ax.title for ax in figures["m.png"].axes[:2]]
@@ -425,7 +438,7 @@ def test_a_failed_plot_is_skipped_with_a_warning(tmp_path, monkeypatch):
     stale = tmp_path / "plots" / "test_confusion_matrix.png"
     stale.parent.mkdir()
     stale.write_bytes(b"old")
-    monkeypatch.setattr(plots, "confusion_matrix", fail)
+    monkeypatch.setattr(split_plots, "confusion_matrix", fail)
     monkeypatch.setattr(plots, "training_curves", fail)
 
     with pytest.warns(UserWarning) as caught:

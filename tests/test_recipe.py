@@ -13,12 +13,12 @@ from kerastl import Stage
 from kerastl.data import DataSpec
 from kerastl.models.presets import load_image_converter
 from kerastl.runs.build import build_model
+from kerastl.runs.overrides import apply_overrides
+from kerastl.runs.overrides import override_keys
 from kerastl.runs.recipe import RecipeError
-from kerastl.runs.recipe import apply_overrides
-from kerastl.runs.recipe import describe
-from kerastl.runs.recipe import fields_help
 from kerastl.runs.recipe import load_recipe
-from kerastl.runs.recipe import override_keys
+from kerastl.runs.recipe_text import describe
+from kerastl.runs.recipe_text import fields_help
 
 FIXTURES = pathlib.Path(__file__).parent / "recipes"
 BUNDLED = sorted((pathlib.Path(__file__).parents[1] / "recipes").glob("*.py"))

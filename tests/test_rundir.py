@@ -21,6 +21,7 @@ from PIL import Image
 from kerastl import TransferClassifier
 from kerastl.cli import cli
 from kerastl.errors import RunDirError
+from kerastl.runs import locking
 from kerastl.runs import rundir
 from kerastl.utils import atomic
 
@@ -102,7 +103,7 @@ def test_runs_started_in_the_same_second_get_their_own_directories(
     ]
     for lock in locks:
         lock.release()
-    assert not any((tmp_path / "runs").rglob(rundir.LOCK_FILE))
+    assert not any((tmp_path / "runs").rglob(locking.LOCK_FILE))
 
 
 HOLD = """
@@ -151,7 +152,7 @@ def test_two_fits_into_one_output_dir_only_one_runs(recipe, tmp_path):
     ), refused
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["splits"]["validation"]["num_examples"] == 2
-    assert not (run_dir / rundir.LOCK_FILE).exists()
+    assert not (run_dir / locking.LOCK_FILE).exists()
 
 
 def test_output_dir_with_user_files_is_refused_untouched(

@@ -59,9 +59,9 @@ def info():
 def presets(pattern):
     """List keras-hub image presets (optionally matching PATTERN)."""
     with logs.quiet_native_logs():
-        from kerastl.models import backbones
+        from kerastl.models import catalog
 
-    rows = backbones.describe_presets(pattern)
+    rows = catalog.describe_presets(pattern)
     if not rows:
         raise click.ClickException(
             f"No keras-hub image preset matches {pattern!r}. Run "

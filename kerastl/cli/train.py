@@ -15,14 +15,14 @@ class _FitCommand(click.Command):
 
     def format_epilog(self, ctx, formatter):
         with logs.quiet_native_logs():
-            from kerastl.runs import recipe as recipes
+            from kerastl.runs import recipe_text
 
         formatter.write_paragraph()
         formatter.write_text(
             "Recipe fields, with their defaults (set any with --set KEY=VALUE):"
         )
         formatter.write_paragraph()
-        for line in recipes.fields_help().splitlines():
+        for line in recipe_text.fields_help().splitlines():
             formatter.write(line + "\n")
 
 
@@ -99,6 +99,8 @@ def fit(
     with logs.quiet_native_logs():
         from kerastl.runs import fit as runner
         from kerastl.runs import recipe as recipes
+        from kerastl.runs import recipe_text
+        from kerastl.runs.overrides import apply_overrides
 
     if recipe_path is None and resume_dir is None:
         raise click.UsageError("Give a RECIPE file, or --resume RUN_DIR.")
@@ -110,13 +112,13 @@ def fit(
     with user_errors():
         recipe = None
         if recipe_path is not None:
-            recipe = recipes.apply_overrides(
+            recipe = apply_overrides(
                 recipes.load_recipe(recipe_path), overrides
             )
             click.echo(
                 f"Recipe {recipe_path} (in full: recipe.json in the run)"
             )
-            click.echo(recipes.describe(recipe))
+            click.echo(recipe_text.describe(recipe))
         if resume_dir is not None:
             runner.resume_recipe(
                 resume_dir, recipe, () if recipe else overrides
@@ -203,11 +205,10 @@ def lr_find(
     with logs.quiet_native_logs():
         from kerastl.runs import lr_find as finder
         from kerastl.runs import recipe as recipes
+        from kerastl.runs.overrides import apply_overrides
 
     with user_errors():
-        recipe = recipes.apply_overrides(
-            recipes.load_recipe(recipe_path), overrides
-        )
+        recipe = apply_overrides(recipes.load_recipe(recipe_path), overrides)
         finder.lr_find_recipe(
             recipe,
             stage,

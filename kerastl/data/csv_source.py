@@ -167,52 +167,10 @@ def load_table(spec, multi_label):
     """
     csv_path = pathlib.Path(spec.name or "")
     rows, columns = _read_rows(csv_path, spec)
-    folder = csv_path.parent
-    # Each split: a list of `_Row`.
-    raw = {}
     if SPLIT_COLUMN in columns:
-        wanted = {"train": (spec.train,)}
-        for split in ("validation", "test"):
-            value = getattr(spec, split)
-            wanted[split] = (value,) if value else _DEFAULT_VALUES[split]
-        lookup = {v: split for split, vs in wanted.items() for v in vs}
-        for number, row in enumerate(rows, start=2):
-            place = f"Row {number} of {str(csv_path)!r}"
-            value = (row[SPLIT_COLUMN] or "").strip()
-            if value not in lookup:
-                raise DataError(
-                    f"{place} has split {value!r}, which is none of "
-                    f"{sorted(lookup)}. Fix the value, or name the split in "
-                    "data.train, data.validation or data.test."
-                )
-            raw.setdefault(lookup[value], []).append(
-                _Row(
-                    _row_path(row, spec, folder, place),
-                    tuple(_row_labels(row, spec, place)),
-                    csv_path,
-                    number,
-                )
-            )
+        raw = _rows_by_split_column(rows, spec, csv_path)
     else:
-        tables = {"train": (csv_path, rows)}
-        for split in ("validation", "test"):
-            name = getattr(spec, split)
-            if name:
-                other = pathlib.Path(name)
-                other = other if other.is_absolute() else folder / other
-                tables[split] = (other, _read_rows(other, spec)[0])
-        for split, (path, split_rows) in tables.items():
-            raw[split] = []
-            for number, row in enumerate(split_rows, start=2):
-                place = f"Row {number} of {str(path)!r}"
-                raw[split].append(
-                    _Row(
-                        _row_path(row, spec, path.parent, place),
-                        tuple(_row_labels(row, spec, place)),
-                        path,
-                        number,
-                    )
-                )
+        raw = _rows_by_file(rows, spec, csv_path)
     raw = {
         split: _one_row_per_image(split_rows, multi_label)
         for split, split_rows in raw.items()
@@ -229,34 +187,95 @@ def load_table(spec, multi_label):
             "validation or test, so none is left to train on. Give training "
             "its own images."
         )
-    if spec.class_names:
-        class_names = list(spec.class_names)
-    elif spec.label_columns:
-        class_names = list(spec.label_columns)
-    else:
-        class_names = sorted(
-            {
-                n
-                for split_rows in raw.values()
-                for r in split_rows
-                for n in r.labels
-            }
-        )
-    splits = {}
-    for split, split_rows in raw.items():
-        if not split_rows:
-            raise DataError(
-                f"The {split} CSV lists no images. Add rows, or leave "
-                f"data.{split} unset."
-            )
-        labels = encode_labels(
-            [r.labels for r in split_rows],
-            class_names,
-            multi_label,
-            [r.place for r in split_rows],
-        )
-        splits[split] = Examples(labels, paths=[r.path for r in split_rows])
+    class_names = _class_names(spec, raw)
+    splits = {
+        split: _examples(split, split_rows, class_names, multi_label)
+        for split, split_rows in raw.items()
+    }
     return class_names, splits
+
+
+def _rows_by_split_column(rows, spec, csv_path):
+    """`{split: [_Row]}` of one CSV whose split column names each row's."""
+    wanted = {"train": (spec.train,)}
+    for split in ("validation", "test"):
+        value = getattr(spec, split)
+        wanted[split] = (value,) if value else _DEFAULT_VALUES[split]
+    lookup = {v: split for split, vs in wanted.items() for v in vs}
+    raw = {}
+    for number, row in enumerate(rows, start=2):
+        place = _place(number, csv_path)
+        value = (row[SPLIT_COLUMN] or "").strip()
+        if value not in lookup:
+            raise DataError(
+                f"{place} has split {value!r}, which is none of "
+                f"{sorted(lookup)}. Fix the value, or name the split in "
+                "data.train, data.validation or data.test."
+            )
+        raw.setdefault(lookup[value], []).append(
+            _table_row(row, spec, csv_path, number, place)
+        )
+    return raw
+
+
+def _rows_by_file(rows, spec, csv_path):
+    """`{split: [_Row]}`: the CSV is training data, and data.validation and
+    data.test may name further CSV files."""
+    folder = csv_path.parent
+    tables = {"train": (csv_path, rows)}
+    for split in ("validation", "test"):
+        name = getattr(spec, split)
+        if name:
+            other = pathlib.Path(name)
+            other = other if other.is_absolute() else folder / other
+            tables[split] = (other, _read_rows(other, spec)[0])
+    return {
+        split: [
+            _table_row(
+                row, spec, path, number, f"Row {number} of {str(path)!r}"
+            )
+            for number, row in enumerate(split_rows, start=2)
+        ]
+        for split, (path, split_rows) in tables.items()
+    }
+
+
+def _place(number, path):
+    return f"Row {number} of {str(path)!r}"
+
+
+def _table_row(row, spec, csv_path, number, place):
+    return _Row(
+        _row_path(row, spec, csv_path.parent, place),
+        tuple(_row_labels(row, spec, place)),
+        csv_path,
+        number,
+    )
+
+
+def _class_names(spec, raw):
+    if spec.class_names:
+        return list(spec.class_names)
+    if spec.label_columns:
+        return list(spec.label_columns)
+    return sorted(
+        {n for split_rows in raw.values() for r in split_rows for n in r.labels}
+    )
+
+
+def _examples(split, split_rows, class_names, multi_label):
+    if not split_rows:
+        raise DataError(
+            f"The {split} CSV lists no images. Add rows, or leave "
+            f"data.{split} unset."
+        )
+    labels = encode_labels(
+        [r.labels for r in split_rows],
+        class_names,
+        multi_label,
+        [r.place for r in split_rows],
+    )
+    return Examples(labels, paths=[r.path for r in split_rows])
 
 
 def _one_row_per_image(rows, multi_label):

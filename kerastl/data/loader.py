@@ -16,7 +16,6 @@ from kerastl.data.examples import first_of_each_class
 from kerastl.data.folder_source import load_folder
 from kerastl.data.idx_source import load_idx
 from kerastl.data.spec import MAX_PIXELS
-from kerastl.data.spec import SOURCES
 from kerastl.data.spec import DataBundle
 from kerastl.data.spec import DataError
 from kerastl.data.spec import DataSpec
@@ -318,11 +317,6 @@ def load_data(
     )
     ```
     """
-    if spec.source not in SOURCES:
-        raise DataError(
-            f"Unknown data source {spec.source!r}. Set data.source to one "
-            f"of {list(SOURCES)}."
-        )
     if spec.source != "arrays" and not spec.name:
         raise DataError(
             f"data.name is not set. Name the {spec.source} dataset: a tfds "
@@ -330,11 +324,12 @@ def load_data(
         )
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}.")
-    if spec.max_pixels < 1:
+    subset = spec.classes is not None or spec.train_per_class is not None
+    if spec.source == "tfds" and subset:
         raise DataError(
-            "data.max_pixels is the most pixels (width x height) an image "
-            f"may have; it must be at least 1, got {spec.max_pixels}. Leave "
-            f"it unset for the default ({MAX_PIXELS:,})."
+            "data.classes and data.train_per_class work with the folder, "
+            "csv, arrays and idx sources, not tfds. Select classes with "
+            "the tfds split, or load the data as arrays."
         )
     kwargs = dict(
         multi_label=multi_label,
@@ -344,13 +339,6 @@ def load_data(
         batch_size=batch_size,
     )
     skipped = []
-    subset = spec.classes is not None or spec.train_per_class is not None
-    if spec.source == "tfds" and subset:
-        raise DataError(
-            "data.classes and data.train_per_class work with the folder, "
-            "csv, arrays and idx sources, not tfds. Select classes with "
-            "the tfds split, or load the data as arrays."
-        )
     if spec.source == "tfds":
         class_names, datasets, counts = _load_tfds(spec, **kwargs)
         _check_labels(class_names, {}, multi_label, num_classes, spec)

@@ -25,7 +25,6 @@ import tensorflow as tf
 
 from kerastl.data import images as image_io
 from kerastl.data import mixing
-from kerastl.data.spec import DataError
 
 # Encoded examples held for shuffling tfds data, whose images are decoded
 # before the shuffle; file paths and arrays are shuffled whole.
@@ -143,22 +142,6 @@ def random_crop_resize(image, image_size, seed):
     return _resize(image, image_size)
 
 
-def _check_augment(augment):
-    if augment is None:
-        return
-    if not 0 <= augment.rand_augment <= 10:
-        raise DataError(
-            f"rand_augment is a magnitude from 0 to 10, got "
-            f"{augment.rand_augment}. Use 0 to turn RandAugment off."
-        )
-    if augment.mixup < 0 or augment.cutmix < 0:
-        raise DataError(
-            "mixup and cutmix are Beta distribution alphas (typically 0.2 "
-            "to 1.0), or 0 to turn them off; they cannot be negative. Got "
-            f"mixup={augment.mixup}, cutmix={augment.cutmix}."
-        )
-
-
 def _format_label(label, num_classes, multi_label):
     if multi_label:
         if label.shape.rank == 0:
@@ -235,12 +218,9 @@ def make_split(
                        training=True, seed=0, augment=Augment(), count=100)
     ```
     """
-    _check_augment(augment)
     image_size = tuple(int(s) for s in image_size)
     files = dataset.element_spec[0].dtype == tf.string
     augment = augment if training else None
-    random_crop = augment is not None and augment.random_resized_crop
-    min_size = decode_size(image_size, random_crop)
     if training:
         # Paths and arrays shuffle whole and cheaply; decoded tfds images
         # are large, so they shuffle through a bounded buffer.
@@ -252,6 +232,35 @@ def make_split(
         dataset = dataset.shuffle(
             max(1, buffer), seed=seed, reshuffle_each_iteration=True
         )
+    prepare = _example_preparer(
+        image_size, files, max_pixels, augment, num_classes, multi_label
+    )
+    if augment is not None:
+        # One stateless seed pair per example, new values every epoch.
+        seeds = tf.data.Dataset.random(
+            seed=seed, rerandomize_each_iteration=True
+        ).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda pair, pair_seeds: prepare(*pair, pair_seeds),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if augment is not None:
+        dataset = _augment_batches(
+            dataset, augment, seed, num_classes, multi_label
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _example_preparer(
+    image_size, files, max_pixels, augment, num_classes, multi_label
+):
+    """The per-example map: decode (or take) the image, crop and resize it,
+    flip it, and format the label."""
+    random_crop = augment is not None and augment.random_resized_crop
+    min_size = decode_size(image_size, random_crop)
 
     def prepare(image, label, seeds=None):
         if files:
@@ -274,19 +283,12 @@ def make_split(
         image = tf.ensure_shape(image, (*image_size, 3))
         return image, _format_label(label, num_classes, multi_label)
 
-    if augment is not None:
-        # One stateless seed pair per example, new values every epoch.
-        seeds = tf.data.Dataset.random(
-            seed=seed, rerandomize_each_iteration=True
-        ).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda pair, pair_seeds: prepare(*pair, pair_seeds),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    else:
-        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size)
-    if augment is not None and augment.rand_augment:
+    return prepare
+
+
+def _augment_batches(dataset, augment, seed, num_classes, multi_label):
+    """RandAugment, then MixUp or CutMix, on whole batches."""
+    if augment.rand_augment:
         rand_augment = keras.layers.RandAugment(
             value_range=(0, 255),
             factor=augment.rand_augment / 10,
@@ -299,7 +301,7 @@ def make_split(
                 labels,
             )
         )
-    if augment is not None and (augment.mixup or augment.cutmix):
+    if augment.mixup or augment.cutmix:
         dataset = mixing.mix_batches(
             dataset,
             mixup=augment.mixup,
@@ -309,4 +311,4 @@ def make_split(
             # Its own stream, so turning mixing on leaves the crops alone.
             seed=seed + 1,
         )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset

@@ -146,6 +146,26 @@ class DataSpec:
     train_per_class: int | None = None
     max_pixels: int = MAX_PIXELS
 
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise DataError(
+                f"Unknown data source {self.source!r}. Set data.source to "
+                f"one of {list(SOURCES)}."
+            )
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise DataError(
+                "data.validation_fraction is the share of the training data "
+                "carved off for validation, in [0, 1). Received: "
+                f"validation_fraction={self.validation_fraction}"
+            )
+        if self.max_pixels < 1:
+            raise DataError(
+                "data.max_pixels is the most pixels (width x height) an "
+                "image may have; it must be at least 1, got "
+                f"{self.max_pixels}. Leave it unset for the default "
+                f"({MAX_PIXELS:,})."
+            )
+
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
@@ -180,6 +200,19 @@ class Augment:
     rand_augment: int = 0
     mixup: float = 0.0
     cutmix: float = 0.0
+
+    def __post_init__(self):
+        if not 0 <= self.rand_augment <= 10:
+            raise DataError(
+                f"rand_augment is a magnitude from 0 to 10, got "
+                f"{self.rand_augment}. Use 0 to turn RandAugment off."
+            )
+        if self.mixup < 0 or self.cutmix < 0:
+            raise DataError(
+                "mixup and cutmix are Beta distribution alphas (typically "
+                "0.2 to 1.0), or 0 to turn them off; they cannot be "
+                f"negative. Got mixup={self.mixup}, cutmix={self.cutmix}."
+            )
 
 
 @dataclasses.dataclass

@@ -185,24 +185,7 @@ def load_tfds(spec, *, multi_label, seed, validation_fraction):
     class_names = list(
         _label_feature(builder.info.features, spec.label_key)[0].names
     )
-    num_classes = len(class_names)
-    parts = spec.label_key.split("/")
-
-    def to_pair(example):
-        label = example
-        for part in parts:
-            label = label[part]
-        if sequence:
-            label = tf.reduce_max(
-                tf.one_hot(label, num_classes, dtype=tf.float32),
-                axis=0,
-            )
-            # An image without objects has no class: all zeros.
-            label = tf.reshape(label, (num_classes,))
-        elif multi_label:
-            label = tf.one_hot(label, num_classes, dtype=tf.float32)
-        return example[spec.image_key], label
-
+    to_pair = _pair_maker(spec, len(class_names), sequence, multi_label)
     names = {"train": spec.train}
     for split in ("validation", "test"):
         if getattr(spec, split):
@@ -222,25 +205,54 @@ def load_tfds(spec, *, multi_label, seed, validation_fraction):
         )
     counts = {split: _count(ds) for split, ds in splits.items()}
     if "validation" not in splits:
-        labels = np.stack(
-            list(splits["train"].map(lambda _, y: y).as_numpy_iterator())
-        )
-        train_idx, val_idx = validation_split.carve(
-            labels, validation_fraction, seed
-        )
-        in_val = np.zeros(len(labels), dtype=bool)
-        in_val[val_idx] = True
-        mask = tf.constant(in_val)
-        indexed = splits["train"].enumerate()
-        splits["train"] = indexed.filter(
-            lambda i, _: tf.logical_not(mask[i])
-        ).map(lambda _, pair: pair)
-        splits["validation"] = indexed.filter(lambda i, _: mask[i]).map(
-            lambda _, pair: pair
-        )
-        counts["train"], counts["validation"] = len(train_idx), len(val_idx)
-        for split in ("train", "validation"):
-            splits[split] = splits[split].apply(
-                tf.data.experimental.assert_cardinality(counts[split])
-            )
+        _carve_validation(splits, counts, validation_fraction, seed)
     return class_names, splits, counts
+
+
+def _pair_maker(spec, num_classes, sequence, multi_label):
+    """The map from a tfds example to `(image, label)`: a class index, or
+    multi-hot for multi-label data (a sequence of objects' classes)."""
+    parts = spec.label_key.split("/")
+
+    def to_pair(example):
+        label = example
+        for part in parts:
+            label = label[part]
+        if sequence:
+            label = tf.reduce_max(
+                tf.one_hot(label, num_classes, dtype=tf.float32),
+                axis=0,
+            )
+            # An image without objects has no class: all zeros.
+            label = tf.reshape(label, (num_classes,))
+        elif multi_label:
+            label = tf.one_hot(label, num_classes, dtype=tf.float32)
+        return example[spec.image_key], label
+
+    return to_pair
+
+
+def _carve_validation(splits, counts, validation_fraction, seed):
+    """Moves a seeded, stratified share of `splits["train"]` to
+    `splits["validation"]`, in place, with their counts."""
+    labels = np.stack(
+        list(splits["train"].map(lambda _, y: y).as_numpy_iterator())
+    )
+    train_idx, val_idx = validation_split.carve(
+        labels, validation_fraction, seed
+    )
+    in_val = np.zeros(len(labels), dtype=bool)
+    in_val[val_idx] = True
+    mask = tf.constant(in_val)
+    indexed = splits["train"].enumerate()
+    splits["train"] = indexed.filter(lambda i, _: tf.logical_not(mask[i])).map(
+        lambda _, pair: pair
+    )
+    splits["validation"] = indexed.filter(lambda i, _: mask[i]).map(
+        lambda _, pair: pair
+    )
+    counts["train"], counts["validation"] = len(train_idx), len(val_idx)
+    for split in ("train", "validation"):
+        splits[split] = splits[split].apply(
+            tf.data.experimental.assert_cardinality(counts[split])
+        )

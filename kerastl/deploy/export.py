@@ -38,38 +38,21 @@ model only an ONNX runtime, a LiteRT model only the LiteRT interpreter
 (`ai-edge-litert`).
 """
 
-import contextlib
 import importlib.util
 import json
-import logging
 import pathlib
-import tempfile
-import warnings
 
 import keras
-import numpy as np
 
 import kerastl
+from kerastl.deploy import writers
+from kerastl.deploy.formats import FORMAT_NAMES
+from kerastl.deploy.formats import FORMATS
+from kerastl.deploy.formats import INPUT_NAME
+from kerastl.deploy.formats import SUPPORTED_FORMATS
 from kerastl.utils import atomic
-from kerastl.utils import logs
-
-FORMATS = ("saved_model", "onnx", "litert")
-SUPPORTED_FORMATS = {
-    "tensorflow": ("saved_model", "onnx", "litert"),
-    "jax": ("saved_model", "litert"),
-    "torch": ("onnx",),
-}
-INPUT_NAME = "images"
-# How far the artifact's outputs may be from the Keras model's: converters
-# reorder float32 arithmetic (1e-6 apart), a mistranslation is far larger.
-_TOLERANCE = 1e-3
 
 _SUFFIXES = {"onnx": ".onnx", "litert": ".tflite"}
-_FORMAT_NAMES = {
-    "saved_model": "a TensorFlow SavedModel",
-    "onnx": "ONNX",
-    "litert": "LiteRT",
-}
 # Why Keras' own exporter cannot serve a backend/format pair; completes the
 # error that names the alternatives.
 _UNSUPPORTED_REASONS = {
@@ -152,7 +135,7 @@ def check_supported(export_format):
         reason = _UNSUPPORTED_REASONS.get((backend, export_format), "")
         raise ValueError(
             f"The {backend} backend cannot export "
-            f"{_FORMAT_NAMES[export_format]}. {reason} Export from "
+            f"{FORMAT_NAMES[export_format]}. {reason} Export from "
             f"{' or '.join(able)} instead, e.g. `kerastl export MODEL "
             f"--format {export_format} --backend {able[0]}`: the same model "
             f"file loads on any backend. From {backend}, kerastl exports "
@@ -166,7 +149,7 @@ def check_supported(export_format):
     ]
     if missing:
         raise ValueError(
-            f"Exporting {_FORMAT_NAMES[export_format]} from the {backend} "
+            f"Exporting {FORMAT_NAMES[export_format]} from the {backend} "
             f"backend needs {' and '.join(missing)}, which "
             f"{'is' if len(missing) == 1 else 'are'} not installed: run "
             "`pip install 'kerastl[export]'`. "
@@ -216,8 +199,8 @@ def export_model(model, export_format, output):
     output = _check_output(pathlib.Path(output), export_format)
     serving = serving_model(model)
     suffix = _SUFFIXES.get(export_format, "")
-    with _quiet_converters(), atomic.atomic_path(output, suffix) as tmp:
-        _write_and_check(serving, export_format, tmp)
+    with writers.quiet_converters(), atomic.atomic_path(output, suffix) as tmp:
+        writers.write_and_check(serving, export_format, tmp)
     sidecar = sidecar_path(output)
     with atomic.atomic_path(sidecar, suffix=".json") as tmp:
         description = describe(model, export_format, output.name)
@@ -242,7 +225,9 @@ def serving_model(model):
     ```
     """
     images = keras.Input(
-        shape=tuple(model.input.shape[1:]), dtype="uint8", name=INPUT_NAME
+        shape=tuple(model.input.shape[1:]),
+        dtype="uint8",
+        name=INPUT_NAME,
     )
     x = keras.ops.cast(images, "float32")
     # `training=False` spelled out: the image converter's Resizing layer
@@ -350,243 +335,14 @@ def _check_output(output, export_format):
             )
     elif output.is_dir():
         raise ValueError(
-            f"{_FORMAT_NAMES[export_format]} is a single file, but --output "
+            f"{FORMAT_NAMES[export_format]} is a single file, but --output "
             f"names an existing folder: pass a file path ending in {suffix},"
             f" e.g. {output}/model{suffix}. Received: output={output}"
         )
     elif output.suffix != suffix:
         raise ValueError(
-            f"{_FORMAT_NAMES[export_format]} files end in {suffix}: pass an "
+            f"{FORMAT_NAMES[export_format]} files end in {suffix}: pass an "
             f"--output ending in {suffix}, e.g. "
             f"{output.with_suffix(suffix)}. Received: output={output}"
         )
     return output
-
-
-@contextlib.contextmanager
-def _quiet_converters():
-    """Keeps the converters' chatter off the console.
-
-    tf2onnx logs every graph rewrite and each op it cannot convert,
-    TensorFlow logs asset writes and the TFLite converter's native progress,
-    and the tracers warn about their own internals: nothing a user can act
-    on, and a failed conversion is reported as one error anyway. Native
-    output is replayed if the export fails.
-    """
-    loggers = [logging.getLogger(n) for n in ("tf2onnx", "tensorflow")]
-    levels = [logger.level for logger in loggers]
-    with logs.quiet_native_logs(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for logger in loggers:
-            logger.setLevel(logging.CRITICAL)
-        try:
-            yield
-        finally:
-            for logger, level in zip(loggers, levels, strict=True):
-                logger.setLevel(level)
-
-
-def _write_and_check(serving, export_format, path):
-    """Writes the artifact, then runs it against the Keras model."""
-    writer = {
-        "saved_model": _write_saved_model,
-        "onnx": _write_onnx,
-        "litert": _write_litert,
-    }[export_format]
-    shape = tuple(serving.input.shape[1:])
-    # Three images: a batch size the exporters did not trace with.
-    images = np.random.default_rng(0).integers(0, 256, (3, *shape), "uint8")
-    try:
-        writer(serving, path)
-        got = _run_artifact(export_format, path, images, serving.name)
-    except Exception as error:
-        # Converters fail on operations they do not cover, deep inside;
-        # what a user can do is try another backend's converter.
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        raise ValueError(
-            f"Exporting {_FORMAT_NAMES[export_format]} from the "
-            f"{keras.config.backend()} backend failed: {lines[0][:500]} "
-            f"{_other_backends(export_format)} "
-            f"Received: export_format={export_format}"
-        ) from error
-    expected = keras.ops.convert_to_numpy(serving(images, training=False))
-    difference = float(np.max(np.abs(got - expected)))
-    if not np.allclose(got, expected, rtol=_TOLERANCE, atol=_TOLERANCE):
-        raise ValueError(
-            f"The exported {_FORMAT_NAMES[export_format]} model does not "
-            "reproduce the Keras model: its outputs differ by up to "
-            f"{difference:.3g} on the same images, so it was not written. "
-            f"{_other_backends(export_format)} "
-            f"Received: export_format={export_format}"
-        )
-
-
-def _other_backends(export_format):
-    backend = keras.config.backend()
-    others = [
-        b
-        for b, formats in SUPPORTED_FORMATS.items()
-        if export_format in formats and b != backend
-    ]
-    return (
-        "Each backend converts with its own tools: export from "
-        f"{' or '.join(others)} instead, e.g. `kerastl export MODEL "
-        f"--format {export_format} --backend {others[0]}`."
-    )
-
-
-def _run_artifact(export_format, path, images, output_name):
-    """The artifact's outputs on `images`, computed by its own runtime."""
-    if export_format == "saved_model":
-        import tensorflow as tf
-
-        # Held in a name: the loaded object owns the variables `serve` reads.
-        loaded = tf.saved_model.load(str(path))
-        return loaded.serve(images)[output_name].numpy()
-    if export_format == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(
-            str(path), providers=["CPUExecutionProvider"]
-        )
-        return session.run([output_name], {INPUT_NAME: images})[0]
-    runner = _litert_interpreter(path).get_signature_runner()
-    return runner(**{INPUT_NAME: images})[output_name]
-
-
-def _litert_interpreter(path):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        # TensorFlow's copy of the interpreter, slated for removal but
-        # always installed with kerastl.
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    return Interpreter(model_path=str(path))
-
-
-def _input_signature(serving):
-    return [
-        keras.InputSpec(
-            shape=(None, *serving.input.shape[1:]),
-            dtype="uint8",
-            name=INPUT_NAME,
-        )
-    ]
-
-
-def _write_saved_model(serving, path, platforms=("cpu", "cuda")):
-    archive = keras.export.ExportArchive()
-    archive.track(serving)
-    kwargs = {}
-    if keras.config.backend() == "jax":
-        kwargs["jax2tf_kwargs"] = {
-            # jax2tf serializes the program for named platforms only (by
-            # default the exporting machine's): CPU and CUDA serve anywhere.
-            "native_serialization_platforms": platforms,
-            # A serving artifact is never differentiated; without gradients
-            # it is smaller and loads without warnings.
-            "with_gradient": False,
-        }
-    archive.add_endpoint(
-        "serve",
-        _serve_function(serving),
-        input_signature=_input_signature(serving),
-        **kwargs,
-    )
-    archive.write_out(str(path), verbose=False)
-
-
-def _serve_function(serving):
-    def serve(images):
-        return {serving.name: serving(images, training=False)}
-
-    if keras.config.backend() != "jax":
-        return serve
-
-    import tensorflow as tf
-
-    def serve_jax(images):
-        # jax2tf traces this function while TensorFlow builds a graph. The
-        # image converter (keras-hub) and its Resizing layer (Keras) take
-        # TensorFlow's graph mode as "running in tf.data" and switch to
-        # TensorFlow ops, which cannot take JAX values. `init_scope` leaves
-        # graph mode for the trace; every op here is a JAX op, so nothing
-        # is lifted out of the graph.
-        with tf.init_scope():
-            return serve(images)
-
-    return serve_jax
-
-
-def _write_onnx(serving, path):
-    if keras.config.backend() == "torch":
-        _write_onnx_torch(serving, path)
-        return
-    serving.export(
-        str(path),
-        format="onnx",
-        verbose=False,
-        input_signature=_input_signature(serving),
-    )
-    _rename_onnx_output(path, serving.name)
-
-
-def _write_onnx_torch(serving, path):
-    import torch
-
-    # Keras exports a dynamic batch size with the TorchScript exporter,
-    # which fails on ViT's LayerNorm; torch.export (the "dynamo" exporter)
-    # converts ResNets and ViTs alike.
-    serving.eval()
-    # A batch of 2 on Keras' default device, where the weights are:
-    # torch.export would fix a batch size of 1 as a constant.
-    sample = keras.ops.zeros((2, *serving.input.shape[1:]), dtype="uint8")
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(
-        serving,
-        (sample,),
-        dynamo=True,
-        # A Keras layer's `forward(*args)`: one spec per positional input.
-        dynamic_shapes=(({0: batch},),),
-        input_names=[INPUT_NAME],
-        output_names=[serving.name],
-        verbose=False,
-    )
-    program.optimize()
-    program.save(str(path))
-
-
-def _rename_onnx_output(path, name):
-    import onnx
-
-    # tf2onnx names the output after a graph tensor ("Identity:0"); every
-    # format's output gets the same name instead.
-    graph = onnx.load(str(path))
-    old = graph.graph.output[0].name
-    for node in graph.graph.node:
-        node.output[:] = [name if n == old else n for n in node.output]
-        node.input[:] = [name if n == old else n for n in node.input]
-    graph.graph.output[0].name = name
-    onnx.save(graph, str(path))
-
-
-def _write_litert(serving, path):
-    import tensorflow as tf
-
-    # Keras' own LiteRT exporter takes this road on TensorFlow (SavedModel,
-    # then the TFLite converter); going through kerastl's SavedModel makes
-    # it work on JAX too, with the same input and output names.
-    with tempfile.TemporaryDirectory() as folder:
-        saved_model = pathlib.Path(folder) / "saved_model"
-        _write_saved_model(serving, saved_model, platforms=("cpu",))
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-        # As Keras does: TensorFlow ops with no LiteRT builtin still convert
-        # (they then need the Flex delegate) rather than fail.
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS,
-            tf.lite.OpsSet.SELECT_TF_OPS,
-        ]
-        converter.experimental_enable_resource_variables = True
-        path.write_bytes(converter.convert())

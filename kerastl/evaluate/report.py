@@ -29,6 +29,7 @@ import numpy as np
 from kerastl.evaluate import calibration
 from kerastl.evaluate import metrics
 from kerastl.evaluate import plots
+from kerastl.evaluate import split_plots
 from kerastl.utils import atomic
 
 
@@ -128,11 +129,11 @@ def _figures(model, predictions, probs, scores, split, names):
     figures = {
         f"{split}: F1 per class": (
             "per_class_f1",
-            lambda path: plots.per_class_f1(f1, names, path),
+            lambda path: split_plots.per_class_f1(f1, names, path),
         ),
         f"{split}: reliability ({what}), ECE {scores['ece']:.3f}": (
             "reliability",
-            lambda path: plots.reliability_diagram(
+            lambda path: split_plots.reliability_diagram(
                 *bins, path, ece=scores["ece"]
             ),
         ),
@@ -140,14 +141,14 @@ def _figures(model, predictions, probs, scores, split, names):
     if model.multi_label:
         figures[f"{split}: precision-recall curves"] = (
             "precision_recall",
-            lambda path: plots.precision_recall_curves(
+            lambda path: split_plots.precision_recall_curves(
                 predictions.labels, probs, names, path
             ),
         )
     else:
         figures[f"{split}: confusion matrix (row-normalized)"] = (
             "confusion_matrix",
-            lambda path: plots.confusion_matrix(
+            lambda path: split_plots.confusion_matrix(
                 scores["confusion_matrix"], names, path
             ),
         )
@@ -194,12 +195,12 @@ def _mistakes(model, predictions, probs, names, path):
         len(predictions.labels),
     )
     if not len(index):
-        return plots.confident_mistakes(
+        return split_plots.confident_mistakes(
             np.zeros((0, 1, 1, 3), np.uint8), [], [], [], names, path
         )
     chosen = probs[index]
     if not model.multi_label:
-        return plots.confident_mistakes(
+        return split_plots.confident_mistakes(
             predictions.mistake_images,
             predictions.labels[index],
             chosen.argmax(axis=1),
@@ -217,7 +218,7 @@ def _mistakes(model, predictions, probs, names, path):
     rows = np.arange(len(index))
     offset = len(names)
     both = list(names) + [f"no {name}" for name in names]
-    return plots.confident_mistakes(
+    return split_plots.confident_mistakes(
         predictions.mistake_images,
         np.where(truth[rows, worst], worst, worst + offset),
         np.where(decided[rows, worst], worst, worst + offset),

@@ -4,13 +4,15 @@ import warnings
 
 import keras
 
-from kerastl.models import backbones
+from kerastl.models import catalog
 from kerastl.models import compile_defaults as defaults
 from kerastl.models import decisions
 from kerastl.models import freezing
+from kerastl.models import grouping
 from kerastl.models import head
 from kerastl.models import presets
 from kerastl.utils import atomic
+from kerastl.utils import keras_internals
 
 
 class _CompileState:
@@ -174,14 +176,11 @@ class TransferClassifier(keras.Model):
         inputs = keras.Input(
             shape=head.input_shape(backbone, image_converter), name="images"
         )
-        x = self.image_converter(inputs)
-        input_key = backbones.image_input(backbone)[0]
-        x = self.backbone({input_key: x} if input_key else x)
-        for layer in (self.pooler, self.head_dropout, self.head_hidden):
-            x = layer(x) if layer is not None else x
         # Kept for `logits_model`: the Dense layer's output cannot be looked
         # up later once the feature cache's head model has called it too.
-        self._logits_tensor = self.output_dense(x)
+        self._logits_tensor = head.logits(
+            inputs, image_converter, backbone, layers[:4]
+        )
         outputs = self.temperature_scaling(self._logits_tensor)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         head.initialize_dense(self.head_hidden, self.output_dense)
@@ -253,14 +252,14 @@ class TransferClassifier(keras.Model):
         Other families are split by their stage names or repeated blocks.
 
         Returns:
-            A list of `kerastl.models.backbones.LayerGroup` (`name`, `layers`).
+            A list of `kerastl.models.grouping.LayerGroup` (`name`, `layers`).
 
         Example:
         ```python
         [group.name for group in model.layer_groups()]
         ```
         """
-        return backbones.layer_groups(self.backbone)
+        return grouping.layer_groups(self.backbone)
 
     def freeze_backbone(self):
         """Freezes the whole backbone, so only the head trains, and recompiles.
@@ -497,9 +496,7 @@ class TransferClassifier(keras.Model):
         self.temperature_scaling.temperature = temperature
         self.temperature = temperature
         # Compiled functions captured the old value as a constant.
-        self.train_function = None
-        self.test_function = None
-        self.predict_function = None
+        keras_internals.forget_compiled_functions(self)
 
     def set_thresholds(self, thresholds):
         """Sets the per-class decision thresholds of a multi-label model.
@@ -646,7 +643,7 @@ class TransferClassifier(keras.Model):
         ```
         """
         preset = str(preset)
-        backbones.check_preset(preset)
+        catalog.check_preset(preset)
         head, reuse_head = presets.head_arguments(
             preset, num_classes, multi_label, class_names, kwargs
         )

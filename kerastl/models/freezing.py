@@ -15,14 +15,15 @@ import dataclasses
 
 import keras
 
-from kerastl.models.backbones import count_params
+from kerastl.models.grouping import count_params
+from kerastl.utils import keras_internals
 
 
 def _batchnorm_layers(layers):
     return [
         sub
         for layer in layers
-        for sub in layer._flatten_layers()
+        for sub in keras_internals.all_layers(layer)
         if isinstance(sub, keras.layers.BatchNormalization)
     ]
 
@@ -32,7 +33,7 @@ def set_backbone_trainable(backbone, groups, last_n, train_bn=False):
 
     Args:
         backbone: the `keras_hub.models.Backbone` that `groups` split.
-        groups: list of `kerastl.models.backbones.LayerGroup`, input to output.
+        groups: list of `kerastl.models.grouping.LayerGroup`, input to output.
         last_n: int. How many groups, counted from the output, train. `0`
             freezes the whole backbone.
         train_bn: bool. Whether BatchNorm layers in the trained groups train
@@ -41,7 +42,7 @@ def set_backbone_trainable(backbone, groups, last_n, train_bn=False):
 
     Example:
     ```python
-    groups = kerastl.models.backbones.layer_groups(backbone)
+    groups = kerastl.models.grouping.layer_groups(backbone)
     kerastl.models.freezing.set_backbone_trainable(backbone, groups, last_n=1)
     ```
     """

@@ -101,6 +101,31 @@ def input_shape(backbone, image_converter):
     return shape
 
 
+def logits(inputs, image_converter, backbone, layers):
+    """The logits of `inputs`, as a symbolic tensor: the converter, the
+    backbone, then the head's layers up to and including the output layer.
+
+    Args:
+        inputs: the classifier's `keras.Input` of raw images.
+        image_converter: the preset's image converter.
+        backbone: the keras-hub backbone.
+        layers: the head's layers before temperature scaling, `None` for
+            an absent one (`head_layers(...)[:4]`).
+
+    Example:
+    ```python
+    x = kerastl.models.head.logits(inputs, converter, backbone, layers[:4])
+    ```
+    """
+    x = image_converter(inputs)
+    input_key = backbones.image_input(backbone)[0]
+    x = backbone({input_key: x} if input_key else x)
+    for layer in layers:
+        if layer is not None:
+            x = layer(x)
+    return x
+
+
 def initialize_dense(*layers):
     """Gives the head's Dense kernels the same start on every backend.
 

@@ -26,6 +26,7 @@ from keras_hub.src.utils.preset_utils import get_file
 
 from kerastl.utils import atomic
 from kerastl.utils import downloads
+from kerastl.utils import keras_internals
 
 HEAD_CONFIG_FILE = "kerastl.json"
 HEAD_WEIGHTS_FILE = "kerastl_head.weights.h5"
@@ -260,7 +261,8 @@ def load_head_config(preset):
 def _head_weights_skip(model):
     # Everything but the head: the backbone is saved by keras-hub, the image
     # converter has no weights, and a preset carries no training state.
-    skip = list(model.backbone._flatten_layers()) + [model.image_converter]
+    skip = keras_internals.all_layers(model.backbone)
+    skip.append(model.image_converter)
     return skip + ([model.optimizer] if model.optimizer else [])
 
 

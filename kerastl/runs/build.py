@@ -10,7 +10,7 @@ import pathlib
 
 from kerastl.data import load_data
 from kerastl.errors import PresetError
-from kerastl.models import backbones
+from kerastl.models import catalog
 from kerastl.models import preprocessing
 from kerastl.models import presets
 from kerastl.models import standins
@@ -49,7 +49,7 @@ def load_converter(recipe):
     kerastl.runs.build.load_converter(recipe).image_size  # (224, 224)
     ```
     """
-    backbones.check_preset(recipe.preset)
+    catalog.check_preset(recipe.preset)
     if recipe.preprocessing is None:
         with _preset_errors(recipe.preset):
             converter = presets.load_image_converter(recipe.preset)
@@ -89,7 +89,7 @@ def smoke_preset(recipe, print_fn=print):
     """
     preset = str(recipe.preset)
     to_be_made = (
-        backbones.is_preset_handle(preset)
+        catalog.is_preset_handle(preset)
         and "://" not in preset
         and not pathlib.Path(preset).is_dir()
     )

@@ -27,9 +27,9 @@ from kerastl.evaluate import thresholds
 from kerastl.models import backbones
 from kerastl.runs import build
 from kerastl.runs import rundir
+from kerastl.runs.overrides import apply_overrides
 from kerastl.runs.recipe import Recipe
 from kerastl.runs.recipe import RecipeError
-from kerastl.runs.recipe import apply_overrides
 from kerastl.train import checkpoints
 from kerastl.train import stages
 from kerastl.utils import atomic
@@ -266,6 +266,15 @@ def _fit_placed(run):
 
 def _train_and_report(run, model, trainee, bundle):
     """`fit_recipe` from training on, holding the run directory's lock."""
+    train_start = time.perf_counter()
+    rows = _train(run, trainee, bundle)
+    train_seconds = time.perf_counter() - train_start
+    return _save_and_report(run, model, bundle, rows, train_seconds)
+
+
+def _train(run, trainee, bundle):
+    """Trains through the recipe's stages, from the run's checkpoint when
+    it is resumed; returns the history rows."""
     recipe, run_dir, print_fn = run.recipe, run.run_dir, run.print_fn
     checkpoint = run_dir / rundir.CHECKPOINT_DIR
     resuming = run.resume and (checkpoint / checkpoints.STATE_FILE).exists()
@@ -290,14 +299,18 @@ def _train_and_report(run, model, trainee, bundle):
         # fit leaves recipe.json as it was, so a plain --resume still works.
         _write_run_files(run)
 
-    train_start = time.perf_counter()
     with _interruptions(run_dir, print_fn):
         if not resuming:
             manifest.record(recipe.data, checkpoint / rundir.MANIFEST_FILE)
-        rows = _fine_tune(
+        return _fine_tune(
             run, trainee, bundle, record_resumed_settings if resuming else None
         )
-    train_seconds = time.perf_counter() - train_start
+
+
+def _save_and_report(run, model, bundle, rows, train_seconds):
+    """Fits the decision settings, saves the model and writes the metrics
+    and the report; returns the run directory."""
+    recipe, run_dir, print_fn = run.recipe, run.run_dir, run.print_fn
     predict_start = time.perf_counter()
     predictions = predict_splits(model, bundle)
     predicted = sum(len(p.labels) for p in predictions.values())

@@ -6,21 +6,16 @@ A recipe is a short Python file that defines one object named `recipe`, a
 """
 
 import dataclasses
-import difflib
 import importlib.util
 import pathlib
-import re
 import sys
 import traceback
-import types
-import typing
 
 from kerastl.data import Augment
 from kerastl.data import DataSpec
 from kerastl.errors import RecipeError
 from kerastl.models.preprocessing import NORMALIZATIONS
 from kerastl.train.stage import Stage
-from kerastl.utils import text
 from kerastl.utils.distribution import MODES as DISTRIBUTE_MODES
 from kerastl.utils.distribution import PRECISIONS
 
@@ -137,82 +132,13 @@ class Recipe:
     preprocessing: str | None = None
 
     def __post_init__(self):
-        name = str(self.name)
-        if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
-            # The name is a folder of runs/: it must stay one folder there.
-            raise RecipeError(
-                "A recipe's name names its folder under runs/, so it must be "
-                "a plain folder name: no '/', '\\', and not '.' or '..'. "
-                f"Received: name={self.name!r}"
-            )
-        stages = tuple(self.stages)
-        if not stages or not all(isinstance(s, Stage) for s in stages):
-            raise RecipeError(
-                "A recipe needs a non-empty sequence of kerastl.Stage in "
-                f"`stages`. Received: stages={self.stages!r}"
-            )
-        named = tuple(
-            s if s.name else dataclasses.replace(s, name=f"stage{i + 1}")
-            for i, s in enumerate(stages)
-        )
-        object.__setattr__(self, "stages", named)
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise RecipeError(
-                "label_smoothing is the share of each target spread over all "
-                f"classes, in [0, 1). Received: {self.label_smoothing}"
-            )
-        if self.target_precision is not None and not (
-            0 < self.target_precision <= 1
-        ):
-            raise RecipeError(
-                "target_precision is the precision each class's threshold "
-                "must reach, in (0, 1], or None to maximize F1. Received: "
-                f"target_precision={self.target_precision}"
-            )
-        if self.precision not in PRECISIONS:
-            raise RecipeError(
-                f"precision is one of {', '.join(PRECISIONS)}. Received: "
-                f"precision={self.precision!r}"
-            )
-        if self.distribute not in DISTRIBUTE_MODES:
-            raise RecipeError(
-                f"distribute is one of {', '.join(DISTRIBUTE_MODES)}. "
-                f"Received: distribute={self.distribute!r}"
-            )
-        if (
-            self.preprocessing is not None
-            and self.preprocessing not in NORMALIZATIONS
-        ):
-            raise RecipeError(
-                "preprocessing is one of "
-                f"{', '.join(NORMALIZATIONS)}, or none for the preset's own. "
-                f"Received: preprocessing={self.preprocessing!r}"
-            )
-        if self.early_stopping < 0:
-            raise RecipeError(
-                "early_stopping is a patience in epochs, or 0 for none. "
-                f"Received: early_stopping={self.early_stopping}"
-            )
-        if self.early_stopping and any(s.ema for s in named):
-            # Keras would restore raw best weights and then overwrite them
-            # with the moving average at the end of the fit.
-            raise RecipeError(
-                "early_stopping and a stage's ema cannot be combined: the "
-                "best epoch's weights and the averaged weights would fight "
-                "over the final model. Drop one of them."
-            )
+        _check_name(self.name)
+        object.__setattr__(self, "stages", _named_stages(self.stages))
+        _check_decision_fields(self)
+        _check_choices(self)
+        _check_early_stopping(self)
         if self.image_size is not None:
-            size = tuple(self.image_size)
-            if len(size) != 2 or not all(
-                isinstance(side, int) and side >= MIN_IMAGE_SIDE
-                for side in size
-            ):
-                raise RecipeError(
-                    "image_size is (height, width) in pixels, two whole "
-                    f"numbers of at least {MIN_IMAGE_SIDE}, e.g. "
-                    f"`--set image_size=224,224`. Received: image_size="
-                    f"{self.image_size!r}"
-                )
+            size = _image_size(self.image_size)
             object.__setattr__(self, "image_size", size)
 
     def to_dict(self):
@@ -239,6 +165,95 @@ class Recipe:
         data["augment"] = Augment(**data["augment"])
         data["stages"] = tuple(Stage(**s) for s in data["stages"])
         return cls(**_tuples(data))
+
+
+def _check_name(name):
+    name = str(name)
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        # The name is a folder of runs/: it must stay one folder there.
+        raise RecipeError(
+            "A recipe's name names its folder under runs/, so it must be "
+            "a plain folder name: no '/', '\\', and not '.' or '..'. "
+            f"Received: name={name!r}"
+        )
+
+
+def _named_stages(stages):
+    """The stages as a tuple, each with a name (`stage<N>` by default)."""
+    named = tuple(stages)
+    if not named or not all(isinstance(s, Stage) for s in named):
+        raise RecipeError(
+            "A recipe needs a non-empty sequence of kerastl.Stage in "
+            f"`stages`. Received: stages={stages!r}"
+        )
+    return tuple(
+        s if s.name else dataclasses.replace(s, name=f"stage{i + 1}")
+        for i, s in enumerate(named)
+    )
+
+
+def _check_decision_fields(recipe):
+    if not 0.0 <= recipe.label_smoothing < 1.0:
+        raise RecipeError(
+            "label_smoothing is the share of each target spread over all "
+            f"classes, in [0, 1). Received: {recipe.label_smoothing}"
+        )
+    target = recipe.target_precision
+    if target is not None and not 0 < target <= 1:
+        raise RecipeError(
+            "target_precision is the precision each class's threshold "
+            "must reach, in (0, 1], or None to maximize F1. Received: "
+            f"target_precision={target}"
+        )
+
+
+def _check_choices(recipe):
+    if recipe.precision not in PRECISIONS:
+        raise RecipeError(
+            f"precision is one of {', '.join(PRECISIONS)}. Received: "
+            f"precision={recipe.precision!r}"
+        )
+    if recipe.distribute not in DISTRIBUTE_MODES:
+        raise RecipeError(
+            f"distribute is one of {', '.join(DISTRIBUTE_MODES)}. "
+            f"Received: distribute={recipe.distribute!r}"
+        )
+    if recipe.preprocessing not in (None, *NORMALIZATIONS):
+        raise RecipeError(
+            "preprocessing is one of "
+            f"{', '.join(NORMALIZATIONS)}, or none for the preset's own. "
+            f"Received: preprocessing={recipe.preprocessing!r}"
+        )
+
+
+def _check_early_stopping(recipe):
+    if recipe.early_stopping < 0:
+        raise RecipeError(
+            "early_stopping is a patience in epochs, or 0 for none. "
+            f"Received: early_stopping={recipe.early_stopping}"
+        )
+    if recipe.early_stopping and any(s.ema for s in recipe.stages):
+        # Keras would restore raw best weights and then overwrite them
+        # with the moving average at the end of the fit.
+        raise RecipeError(
+            "early_stopping and a stage's ema cannot be combined: the "
+            "best epoch's weights and the averaged weights would fight "
+            "over the final model. Drop one of them."
+        )
+
+
+def _image_size(image_size):
+    size = tuple(image_size)
+    if len(size) != 2 or not all(
+        isinstance(side, int) and side >= MIN_IMAGE_SIDE for side in size
+    ):
+        raise RecipeError(
+            "image_size is (height, width) in pixels, two whole "
+            f"numbers of at least {MIN_IMAGE_SIDE}, e.g. "
+            f"`--set image_size=224,224`. Received: image_size="
+            f"{image_size!r}"
+        )
+    return size
 
 
 def _to_jsonable(value):
@@ -312,343 +327,3 @@ def _find_recipe(module, path):
         f"'{path}' defines no kerastl.Recipe. A recipe file must define "
         "`recipe = kerastl.Recipe(...)`."
     )
-
-
-def override_keys(recipe):
-    """Every dotted key `--set` accepts for this recipe.
-
-    Example:
-    ```python
-    "stages.1.epochs" in kerastl.runs.recipe.override_keys(recipe)  # True
-    ```
-    """
-    keys = []
-
-    def walk(obj, prefix):
-        for field in dataclasses.fields(obj):
-            value = getattr(obj, field.name)
-            key = f"{prefix}{field.name}"
-            if dataclasses.is_dataclass(value):
-                walk(value, key + ".")
-            elif field.name == "stages":
-                for i, stage in enumerate(value):
-                    walk(stage, f"{key}.{i + 1}.")
-            else:
-                keys.append(key)
-
-    walk(recipe, "")
-    return keys
-
-
-def apply_overrides(recipe, overrides):
-    """Returns `recipe` with `KEY=VALUE` overrides applied.
-
-    Keys are dotted paths (`stages.1.epochs`, `data.data_dir`, `preset`).
-    Stages are numbered from 1 as in the stage headers, or named
-    (`stages.head.learning_rate`).
-    Values are parsed by the field's type: `true`/`false` for booleans,
-    numbers, comma-separated tuples (`image_size=224,224`), `none` for
-    optional fields. An unknown key names the closest valid keys.
-
-    Args:
-        recipe: a `kerastl.Recipe`.
-        overrides: iterable of `"KEY=VALUE"` strings.
-
-    Example:
-    ```python
-    recipe = kerastl.runs.recipe.apply_overrides(recipe, ["stages.1.epochs=5"])
-    ```
-    """
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise RecipeError(
-                f"Overrides are written KEY=VALUE. Received: --set {item!r}"
-            )
-        try:
-            recipe = _override(recipe, key, value.strip(), key)
-        except _UnknownKey:
-            close = difflib.get_close_matches(key, override_keys(recipe), n=4)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            if key.startswith("stages."):
-                hint += (
-                    f" Stages are numbered 1 to {len(recipe.stages)}, as in "
-                    "the stage headers, or named: "
-                    + ", ".join(f"stages.{s.name}" for s in recipe.stages)
-                    + "."
-                )
-            raise RecipeError(
-                f"Unknown recipe key '{key}'.{hint} `kerastl fit --help` "
-                "lists the recipe fields."
-            ) from None
-    return recipe
-
-
-class _UnknownKey(Exception):
-    pass
-
-
-def _override(obj, key, value, full_key):
-    head, _, rest = key.partition(".")
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    if head not in names:
-        raise _unknown_key(full_key)
-    current = getattr(obj, head)
-    if head == "stages" and rest:
-        ref, _, rest = rest.partition(".")
-        index = stage_index(current, ref)
-        if index is None or not rest:
-            raise _unknown_key(full_key)
-        stages = list(current)
-        stages[index] = _override(stages[index], rest, value, full_key)
-        return dataclasses.replace(obj, stages=tuple(stages))
-    if dataclasses.is_dataclass(current):
-        if not rest:
-            raise _unknown_key(full_key)
-        return dataclasses.replace(
-            obj, **{head: _override(current, rest, value, full_key)}
-        )
-    if rest:
-        raise _unknown_key(full_key)
-    hint = typing.get_type_hints(type(obj))[head]
-    try:
-        parsed = _parse(value, hint)
-    except ValueError as error:
-        raise RecipeError(
-            f"--set {full_key}={value}: {error}. Received: {value!r}"
-        ) from None
-    return dataclasses.replace(obj, **{head: parsed})
-
-
-def _unknown_key(key):
-    return _UnknownKey(key)
-
-
-def stage_index(stages, ref):
-    """The 0-based position of the stage `ref` names, or `None`.
-
-    Stages are numbered from 1, as the stage headers of `kerastl fit` and
-    `kerastl lr-find --stage` number them, or named by their `name`.
-
-    Args:
-        stages: the recipe's stages.
-        ref: str. `"2"` (the second stage) or a stage name (`"head"`).
-
-    Example:
-    ```python
-    kerastl.runs.recipe.stage_index(recipe.stages, "head")  # 0
-    ```
-    """
-    if ref.isdigit():
-        number = int(ref)
-        return number - 1 if 1 <= number <= len(stages) else None
-    names = [stage.name for stage in stages]
-    return names.index(ref) if ref in names else None
-
-
-def _parse(text, hint):
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if text.lower() == "none" and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _parse(text, option)
-            except ValueError as error:
-                errors.append(str(error))
-        raise ValueError("; ".join(errors))
-    if hint is bool:
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError("expected true or false")
-    if hint is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError("expected an integer") from None
-    if hint is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError("expected a number") from None
-    if hint is tuple or origin is tuple:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        return tuple(_number_or_text(item) for item in items)
-    if hint is str:
-        return text
-    raise ValueError(f"fields of type {hint} cannot be set from the CLI")
-
-
-def _number_or_text(text):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _changed(obj, skip=()):
-    """`(field, value)` of `obj`'s fields that differ from their defaults."""
-    changed = []
-    for field in dataclasses.fields(obj):
-        if field.name in skip:
-            continue
-        value = getattr(obj, field.name)
-        default = field.default
-        if default is dataclasses.MISSING or value != default:
-            changed.append((field.name, value))
-    return changed
-
-
-def _show(value):
-    if isinstance(value, (list, tuple)):
-        return ",".join(_show(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict):
-        return f"<{len(value)} arrays>"
-    return str(value)
-
-
-# Stage fields shown as columns of the stage table; others go to "other".
-_STAGE_COLUMNS = ("train", "epochs", "optimizer", "learning_rate")
-
-
-def describe(recipe):
-    """The recipe in a few lines: what `kerastl fit` prints at the start.
-
-    Name, preset and data, then every other field that differs from its
-    default, then the stages as a table numbered as `--set stages.N` and
-    the stage headers number them. `recipe.json` holds all of it.
-
-    Args:
-        recipe: a `kerastl.Recipe`.
-
-    Returns:
-        A str of several lines.
-
-    Example:
-    ```python
-    print(kerastl.runs.recipe.describe(recipe))
-    ```
-    """
-    data = recipe.data
-    where = " ".join(str(v) for v in (data.source, data.name) if v)
-    details = ", ".join(
-        f"{key} {_show(value)}"
-        for key, value in _changed(data, skip=("source", "name"))
-    )
-    lines = [
-        f"{recipe.name}: {recipe.preset} on {where}"
-        + (f" ({details})" if details else "")
-    ]
-    settings = [
-        f"{key}={_show(value)}"
-        for key, value in _changed(
-            recipe, skip=("name", "preset", "data", "stages", "augment")
-        )
-    ]
-    settings += [
-        f"augment.{key}={_show(value)}"
-        for key, value in _changed(recipe.augment)
-    ]
-    if settings:
-        lines.append("  " + ", ".join(settings))
-    rows = [("stage", "name", *_STAGE_COLUMNS[:3], "lr", "other")]
-    for number, stage in enumerate(recipe.stages, start=1):
-        other = ", ".join(
-            f"{key}={_show(value)}"
-            for key, value in _changed(stage, skip=(*_STAGE_COLUMNS, "name"))
-        )
-        rows.append(
-            (
-                str(number),
-                stage.name,
-                *(_show(getattr(stage, key)) for key in _STAGE_COLUMNS),
-                other,
-            )
-        )
-    lines.append(text.columns(rows, indent="  "))
-    return "\n".join(lines)
-
-
-def _field_docs(cls):
-    """`{field: first sentence}` from the `Args:` section of `cls`'s
-    docstring, where every field is documented as `name: type. Text`."""
-    docs = {}
-    current = None
-    for line in (cls.__doc__ or "").splitlines():
-        stripped = line.strip()
-        head, sep, text = stripped.partition(": ")
-        indent = len(line) - len(line.lstrip())
-        if sep and indent == 8 and head.isidentifier():
-            current = head
-            docs[current] = text
-        elif current and stripped and indent > 8:
-            docs[current] += " " + stripped
-        else:
-            current = None
-    summaries = {}
-    for name, text in docs.items():
-        # "int. Patience in epochs: ... Defaults to `0`.": drop the type
-        # (the default is shown apart), keep the first sentence after it.
-        text = " ".join(text.split()).replace("e.g. ", "e.g.\0")
-        sentences = text.split(". ")
-        # A type is short ("str or `None`"); a long first sentence is the
-        # description itself.
-        if len(sentences[0]) <= 32:
-            sentences = sentences[1:]
-        summary = sentences[0].rstrip(".") if sentences else ""
-        summary = summary.replace("e.g.\0", "e.g. ")
-        if re.fullmatch(r"Defaults to `[^`]*`", summary):
-            summary = ""
-        summaries[name] = summary
-    return summaries
-
-
-def fields_help():
-    """Every recipe field with its default and a line on what it does.
-
-    What `kerastl fit --help` ends with; the same keys `--set` takes.
-
-    Example:
-    ```python
-    print(kerastl.runs.recipe.fields_help())
-    ```
-    """
-    sections = (
-        ("Recipe", Recipe, ""),
-        ("DataSpec (data.*)", DataSpec, "data."),
-        ("Augment (augment.*)", Augment, "augment."),
-        (
-            "Stage (stages.N.*: N from 1, as in the stage headers, or the "
-            "stage's name)",
-            Stage,
-            "stages.N.",
-        ),
-    )
-    lines = []
-    for title, cls, prefix in sections:
-        lines.append(f"{title}:")
-        docs = _field_docs(cls)
-        for field in dataclasses.fields(cls):
-            if field.default is dataclasses.MISSING:
-                default = "required"
-            elif dataclasses.is_dataclass(field.default):
-                default = f"{type(field.default).__name__}()"
-            elif field.name == "stages":
-                default = "(Stage(),)"
-            else:
-                default = repr(field.default)
-            text = docs.get(field.name, "")
-            lines.append(f"  {prefix}{field.name} [{default}] {text}".rstrip())
-        lines.append("")
-    return "\n".join(lines).rstrip()

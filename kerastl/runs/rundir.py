@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import pathlib
-import socket
 import zipfile
 
 import keras
@@ -26,6 +25,7 @@ from kerastl.deploy import export
 from kerastl.errors import RunDirError
 from kerastl.models import presets
 from kerastl.models.classifier import TransferClassifier
+from kerastl.runs import locking
 from kerastl.utils import atomic
 
 MODEL_FILE = "model.keras"
@@ -41,7 +41,6 @@ CHECKPOINT_DIR = "checkpoint"
 EXPORT_DIR = "export"
 # The data files a run started with, kept in CHECKPOINT_DIR for --resume.
 MANIFEST_FILE = "data_manifest.json"
-LOCK_FILE = ".kerastl.lock"
 
 # The most same-second runs of one recipe that get a numbered suffix.
 _MAX_SUFFIX = 1000
@@ -81,81 +80,6 @@ def default_parent(name):
     return pathlib.Path("runs") / name
 
 
-class RunLock:
-    """An exclusive hold on a run directory for this process.
-
-    `fcntl.flock` on `.kerastl.lock`: the kernel drops it when the process
-    exits, even on `kill -9`, so a lock is never stale; the file also names
-    the holder (pid, host, start time) for the message another process
-    gets.
-
-    Args:
-        run_dir: path of an existing directory.
-
-    Example:
-    ```python
-    with kerastl.runs.rundir.RunLock(run_dir):
-        ...  # write the run
-    ```
-    """
-
-    def __init__(self, run_dir):
-        self.run_dir = pathlib.Path(run_dir)
-        self._fd = None
-
-    def acquire(self):
-        """Takes the lock, or raises `RunDirError` naming its holder."""
-        path = self.run_dir / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 4096)
-            os.close(fd)
-            raise _in_use(self.run_dir, holder) from None
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self, remove=True):
-        """Drops the lock and, with `remove`, the lock file."""
-        if self._fd is None:
-            return
-        if remove:
-            (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
-
-    def __enter__(self):
-        return self if self._fd is not None else self.acquire()
-
-    def __exit__(self, *exc_info):
-        self.release()
-
-
-def _in_use(run_dir, holder):
-    try:
-        holder = json.loads(holder.decode("utf-8"))
-        who = (
-            f"process {holder['pid']} on {holder['host']}, started "
-            f"{holder['started']}"
-        )
-    except (ValueError, KeyError, TypeError):
-        who = "a process that is still starting"
-    return RunDirError(
-        f"{run_dir} is in use by another kerastl process ({who}). Two runs "
-        "never share a directory: wait for it to finish (or stop it), or "
-        "choose another --output-dir."
-    )
-
-
 def new_run_dir(parent, now=None):
     """Creates and locks a new run directory `parent/<timestamp>`.
 
@@ -185,7 +109,7 @@ def new_run_dir(parent, now=None):
             run_dir.mkdir()
         except FileExistsError:
             continue
-        return RunLock(run_dir).acquire()
+        return locking.RunLock(run_dir).acquire()
     raise RunDirError(
         f"{parent} already holds {_MAX_SUFFIX} runs started at {stamp}. "
         "Choose an --output-dir."
@@ -217,14 +141,14 @@ def check_output_dir(run_dir, resume=False):
 def _check_not_held(run_dir):
     """Raises if another process holds `run_dir`'s lock; writes nothing."""
     try:
-        fd = os.open(pathlib.Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+        fd = os.open(pathlib.Path(run_dir) / locking.LOCK_FILE, os.O_RDONLY)
     except FileNotFoundError:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)
     except BlockingIOError:
-        raise _in_use(run_dir, os.read(fd, 4096)) from None
+        raise locking.in_use(run_dir, os.read(fd, 4096)) from None
     finally:
         os.close(fd)
 
@@ -260,7 +184,9 @@ def _check_contents(run_dir, resume):
             f"{run_dir} holds an interrupted run. Continue it with `kerastl "
             f"fit --resume {run_dir}`, or choose another --output-dir."
         )
-    contents = [p.name for p in run_dir.iterdir() if p.name != LOCK_FILE]
+    contents = [
+        p.name for p in run_dir.iterdir() if p.name != locking.LOCK_FILE
+    ]
     if contents:
         shown = ", ".join(sorted(contents)[:5])
         raise RunDirError(
@@ -291,7 +217,7 @@ def claim(run_dir, resume=False):
     run_dir = pathlib.Path(run_dir)
     check_output_dir(run_dir, resume=resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(run_dir).acquire()
+    lock = locking.RunLock(run_dir).acquire()
     try:
         # Again under the lock: another process may have started a run
         # here since the first check.

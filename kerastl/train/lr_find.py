@@ -25,6 +25,7 @@ import numpy as np
 from kerastl.train import stages
 from kerastl.train.stage import Stage
 from kerastl.utils import atomic
+from kerastl.utils import keras_internals
 
 METHOD = "valley"
 # fastai's defaults: the suggestions leave out the first tenth of the
@@ -246,43 +247,13 @@ def lr_find(
         )
     # The weight average plays no part in the losses the test records.
     stage = dataclasses.replace(stage or Stage(), ema=0.0)
-    # Labels shaped like the predictions are class distributions (MixUp,
-    # CutMix), which need the soft-label loss, as in `fine_tune`.
-    soft_labels = stages.has_soft_labels(model, train)
-    rates, losses = [], []
-    stopped_early = False
     with _restored(model):
-        stages.apply_stage_trainable(model, stage)
-        # The rate of step k (the optimizer's iteration count) is
-        # start_lr * (end_lr / start_lr) ** (k / (num_steps - 1)).
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            start_lr, decay_steps=num_steps - 1, decay_rate=end_lr / start_lr
+        optimizer = _compile_sweep(
+            model, train, stage, start_lr, end_lr, num_steps, label_smoothing
         )
-        optimizer = stages.stage_optimizer(stage, schedule, model)
-        # Metrics are dropped: the test needs the loss only.
-        model.compile(
-            optimizer=optimizer,
-            metrics=None,
-            label_smoothing=label_smoothing,
-            soft_labels=soft_labels,
+        rates, losses, stopped_early = _sweep(
+            model, optimizer, train, num_steps, beta, diverge, verbose
         )
-        progress = keras.utils.Progbar(
-            num_steps, verbose=verbose, stateful_metrics=["lr", "loss"]
-        )
-        batches = train.repeat().take(num_steps).as_numpy_iterator()
-        for step, batch in enumerate(batches):
-            rates.append(_to_float(optimizer.learning_rate))
-            # `train_on_batch` resets the metrics first, so its loss is this
-            # batch's alone (`fit` logs a running mean over the epoch).
-            logs = model.train_on_batch(*batch, return_dict=True)
-            losses.append(float(logs["loss"]))
-            smoothed = smooth(losses, beta)
-            progress.update(step + 1, [("lr", rates[-1]), ("loss", losses[-1])])
-            if not np.isfinite(losses[-1]) or (
-                smoothed[-1] > diverge * smoothed.min()
-            ):
-                stopped_early = step + 1 < num_steps
-                break
     if not losses:
         raise ValueError(
             "The training dataset yielded no batches, so the learning-rate "
@@ -302,6 +273,53 @@ def lr_find(
     )
 
 
+def _compile_sweep(
+    model, train, stage, start_lr, end_lr, num_steps, label_smoothing
+):
+    """Sets the stage's trainable groups and compiles an exponential sweep;
+    returns the optimizer."""
+    stages.apply_stage_trainable(model, stage)
+    # The rate of step k (the optimizer's iteration count) is
+    # start_lr * (end_lr / start_lr) ** (k / (num_steps - 1)).
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        start_lr, decay_steps=num_steps - 1, decay_rate=end_lr / start_lr
+    )
+    optimizer = stages.stage_optimizer(stage, schedule, model)
+    # Metrics are dropped: the test needs the loss only. Labels shaped like
+    # the predictions are class distributions (MixUp, CutMix), which need
+    # the soft-label loss, as in `fine_tune`.
+    model.compile(
+        optimizer=optimizer,
+        metrics=None,
+        label_smoothing=label_smoothing,
+        soft_labels=stages.has_soft_labels(model, train),
+    )
+    return optimizer
+
+
+def _sweep(model, optimizer, train, num_steps, beta, diverge, verbose):
+    """Trains one batch per rate until the loss diverges; returns
+    `(rates, losses, stopped_early)`."""
+    rates, losses = [], []
+    progress = keras.utils.Progbar(
+        num_steps, verbose=verbose, stateful_metrics=["lr", "loss"]
+    )
+    batches = train.repeat().take(num_steps).as_numpy_iterator()
+    for step, batch in enumerate(batches):
+        rates.append(_to_float(optimizer.learning_rate))
+        # `train_on_batch` resets the metrics first, so its loss is this
+        # batch's alone (`fit` logs a running mean over the epoch).
+        logs = model.train_on_batch(*batch, return_dict=True)
+        losses.append(float(logs["loss"]))
+        smoothed = smooth(losses, beta)
+        progress.update(step + 1, [("lr", rates[-1]), ("loss", losses[-1])])
+        if not np.isfinite(losses[-1]) or (
+            smoothed[-1] > diverge * smoothed.min()
+        ):
+            return rates, losses, step + 1 < num_steps
+    return rates, losses, False
+
+
 def _to_float(value):
     return float(keras.ops.convert_to_numpy(value))
 
@@ -315,7 +333,7 @@ def _restored(model):
     # Parents come before their sublayers, whose flags setting a parent's
     # `trainable` overwrites; restoring in this order puts both back.
     layer_flags = [
-        (layer, layer.trainable) for layer in model._flatten_layers()
+        (layer, layer.trainable) for layer in keras_internals.all_layers(model)
     ]
     variable_flags = [(v, v.trainable) for v in model.variables]
     groups = (model.trainable_groups, model.train_bn)

@@ -80,63 +80,74 @@ class Stage:
     name: str = ""
 
     def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise RecipeError(
-                f"A stage's schedule must be one of {', '.join(SCHEDULES)}. "
-                f"Received: schedule={self.schedule!r}"
-            )
-        if not 0.0 < self.layer_decay <= 1.0:
-            raise RecipeError(
-                "A stage's layer_decay multiplies the learning rate once per "
-                "layer group below the head, so it lies in (0, 1]. "
-                f"Received: layer_decay={self.layer_decay}"
-            )
-        if self.lr_multipliers is not None and self.layer_decay != 1.0:
-            raise RecipeError(
-                "Set either layer_decay or lr_multipliers on a stage, not "
-                f"both. Received: layer_decay={self.layer_decay}, "
-                f"lr_multipliers={self.lr_multipliers}"
-            )
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise RecipeError(
-                "A stage's warmup_fraction is a share of its steps, in "
-                f"[0, 1). Received: warmup_fraction={self.warmup_fraction}"
-            )
-        if self.unfreeze_every < 0 or (
-            self.unfreeze_every and self.train == "all"
-        ):
-            raise RecipeError(
-                "unfreeze_every is a number of epochs >= 0, and needs a "
-                "stage that starts from the head or the last N groups, not "
-                f"'all'. Received: unfreeze_every={self.unfreeze_every}, "
-                f"train={self.train!r}"
-            )
-        if not 0.0 <= self.ema < 1.0:
-            raise RecipeError(
-                "A stage's ema is the momentum of the weights' moving "
-                "average, in [0, 1) (e.g. 0.999), or 0 for none. Received: "
-                f"ema={self.ema}"
-            )
-        if self.optimizer not in ("sgd", "adam", "adamw"):
-            raise RecipeError(
-                "A stage's optimizer must be 'sgd', 'adam' or 'adamw'. "
-                f"Received: optimizer={self.optimizer!r}"
-            )
-        valid = self.train in ("head", "all") or (
-            isinstance(self.train, int) and self.train >= 0
+        _check_what_trains(self)
+        _check_optimizer(self)
+        _check_layer_rates(self)
+
+
+def _check_what_trains(stage):
+    valid = stage.train in ("head", "all") or (
+        isinstance(stage.train, int) and stage.train >= 0
+    )
+    if not valid:
+        raise RecipeError(
+            f"A stage's `train` must be {TRAINABLE_HELP}. "
+            f"Received: train={stage.train!r}"
         )
-        if not valid:
-            raise RecipeError(
-                f"A stage's `train` must be {TRAINABLE_HELP}. "
-                f"Received: train={self.train!r}"
-            )
-        if not self.learning_rate > 0:
-            raise RecipeError(
-                "A stage's learning_rate must be a positive number, e.g. "
-                f"1e-3. Received: learning_rate={self.learning_rate}"
-            )
-        if self.epochs < 1:
-            raise RecipeError(
-                f"A stage needs at least one epoch. Received: epochs="
-                f"{self.epochs}"
-            )
+    if not stage.learning_rate > 0:
+        raise RecipeError(
+            "A stage's learning_rate must be a positive number, e.g. "
+            f"1e-3. Received: learning_rate={stage.learning_rate}"
+        )
+    if stage.epochs < 1:
+        raise RecipeError(
+            f"A stage needs at least one epoch. Received: epochs={stage.epochs}"
+        )
+    if stage.unfreeze_every < 0 or (
+        stage.unfreeze_every and stage.train == "all"
+    ):
+        raise RecipeError(
+            "unfreeze_every is a number of epochs >= 0, and needs a "
+            "stage that starts from the head or the last N groups, not "
+            f"'all'. Received: unfreeze_every={stage.unfreeze_every}, "
+            f"train={stage.train!r}"
+        )
+
+
+def _check_optimizer(stage):
+    if stage.optimizer not in ("sgd", "adam", "adamw"):
+        raise RecipeError(
+            "A stage's optimizer must be 'sgd', 'adam' or 'adamw'. "
+            f"Received: optimizer={stage.optimizer!r}"
+        )
+    if stage.schedule not in SCHEDULES:
+        raise RecipeError(
+            f"A stage's schedule must be one of {', '.join(SCHEDULES)}. "
+            f"Received: schedule={stage.schedule!r}"
+        )
+    if not 0.0 <= stage.warmup_fraction < 1.0:
+        raise RecipeError(
+            "A stage's warmup_fraction is a share of its steps, in "
+            f"[0, 1). Received: warmup_fraction={stage.warmup_fraction}"
+        )
+    if not 0.0 <= stage.ema < 1.0:
+        raise RecipeError(
+            "A stage's ema is the momentum of the weights' moving "
+            "average, in [0, 1) (e.g. 0.999), or 0 for none. Received: "
+            f"ema={stage.ema}"
+        )
+
+
+def _check_layer_rates(stage):
+    if not 0.0 < stage.layer_decay <= 1.0:
+        raise RecipeError(
+            "A stage's layer_decay multiplies the learning rate once per "
+            "layer group below the head, so it lies in (0, 1]. "
+            f"Received: layer_decay={stage.layer_decay}"
+        )
+    if stage.lr_multipliers is not None and stage.layer_decay != 1.0:
+        raise RecipeError(
+            "Set either layer_decay or lr_multipliers on a stage, not "
+            f"both. Received: layer_decay={stage.layer_decay}, "
+            f"lr_multipliers={stage.lr_multipliers}"
+        )

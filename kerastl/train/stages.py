@@ -4,7 +4,7 @@ Each stage sets which layer groups train, compiles a fresh optimizer, and
 fits; epochs are numbered on across stages so `history.csv` reads as one run.
 """
 
-import math
+import dataclasses
 
 import keras
 import numpy as np
@@ -12,10 +12,12 @@ import tensorflow as tf
 
 from kerastl.errors import TrainingDiverged
 from kerastl.models import freezing
-from kerastl.train import checkpoints
-from kerastl.train import features
+from kerastl.train import callbacks as run_callbacks
+from kerastl.train import head_training
 from kerastl.train import optimizers
+from kerastl.train.resume import ResumeState
 from kerastl.train.stage import Stage
+from kerastl.utils import keras_internals
 
 
 def stage_optimizer(stage, learning_rate=None, model=None):
@@ -128,162 +130,6 @@ def describe_stage(index, count, stage, epochs):
     )
 
 
-class _StopOnNonFinite(keras.callbacks.Callback):
-    """Stops a fit at the first batch whose loss is not a finite number."""
-
-    def __init__(self):
-        super().__init__()
-        self.epoch = 0
-        self.failure = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.failure = (self.epoch + 1, batch + 1, float(loss))
-            self.model.stop_training = True
-
-
-class _EarlyStopping(keras.callbacks.EarlyStopping):
-    """Keras' early stopping (best weights restored) that survives a resume.
-
-    Keras resets its counters when a fit begins; a resumed fit puts back the
-    ones saved in the checkpoint instead.
-    """
-
-    def __init__(self, patience, monitor):
-        super().__init__(
-            monitor=monitor,
-            patience=patience,
-            mode="min" if monitor.endswith("loss") else "max",
-            restore_best_weights=True,
-        )
-        self._saved = None
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self._saved is not None:
-            state, self.best_weights = self._saved
-            self.wait = state["wait"]
-            self.best = state["best"]
-            self.best_epoch = state["best_epoch"]
-            self.best_weights = self.best_weights or None
-
-    def state(self):
-        return {
-            "wait": self.wait,
-            "best": float(self.best),
-            "best_epoch": self.best_epoch,
-        }
-
-
-class _RunProgbar(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, with each epoch placed in the whole run.
-
-    Keras numbers a fit's epochs against that fit's end ("Epoch 4/5"),
-    which says nothing about the stages still to come: this prints
-    "Stage 2/3 'last_stage' · epoch 4 of 7" instead.
-    """
-
-    def __init__(self, total_epochs, print_fn):
-        super().__init__()
-        self.total_epochs = total_epochs
-        self.print_fn = print_fn
-        self.stage = ""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        # Keras' own line is printed only for fits of several epochs.
-        epochs, self.epochs = self.epochs, 1
-        super().on_epoch_begin(epoch, logs)
-        self.epochs = epochs
-        if self.verbose:
-            self.print_fn(
-                f"{self.stage} · epoch {epoch + 1} of {self.total_epochs}"
-            )
-
-
-class _Progress(keras.callbacks.Callback):
-    """Keeps the history rows, the data position and the checkpoints.
-
-    `passes` counts iterations over the training dataset so far: a resumed
-    run creates that many iterators first, which advances tf.data's seeded
-    shuffles and augmentation draws to where the interrupted run was.
-    """
-
-    def __init__(self, model, checkpoint, guard):
-        super().__init__()
-        self.full_model = model
-        self.checkpoint = checkpoint
-        self.guard = guard
-        self.rows = []
-        self.passes = 0
-        self.part = None
-
-    def begin(self, position, stage_name, cached, stopper, done):
-        self.part = {
-            "stage": position[0],
-            "part": position[1],
-            "name": stage_name,
-            "cached": cached,
-            "done": done,
-        }
-        self.stopper = stopper
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.guard.failure is not None:
-            return
-        row = {"stage": self.part["name"], "epoch": epoch + 1}
-        row.update({k: float(v) for k, v in (logs or {}).items()})
-        self.rows.append(row)
-        self.part["done"] += 1
-        if not self.part["cached"]:
-            self.passes += 1
-        self.save(finished=False)
-
-    def save(self, finished):
-        if self.checkpoint is None:
-            return
-        state = {
-            "stage": self.part["stage"],
-            "part": self.part["part"],
-            "cached": self.part["cached"],
-            "epochs_done": self.part["done"],
-            "finished": finished,
-            "passes": self.passes,
-            "rows": self.rows,
-        }
-        extras = {}
-        if self.stopper is not None:
-            state["early_stopping"] = self.stopper.state()
-            extras["best"] = self.stopper.best_weights or []
-        self.checkpoint.save(self.full_model, state, extras)
-
-
-def _resume(model, checkpoint, saved, position, stopper, train, print_fn):
-    """Restores a checkpoint into the fit at `position`; returns its epochs
-    already done there."""
-    same_fit = [saved["stage"], saved["part"]] == position
-    resumed = same_fit and not saved["finished"]
-    state, extras = checkpoint.restore(
-        model, optimizer=resumed, extras=("best",)
-    )
-    passes = state["passes"]
-    if resumed and state["cached"]:
-        # The cached fit reads the training data once more on its own.
-        passes -= 1
-    for _ in range(passes):
-        iter(train)
-    done = state["epochs_done"] if resumed else 0
-    if resumed and stopper is not None and "early_stopping" in state:
-        stopper._saved = (state["early_stopping"], extras["best"])
-    print_fn(
-        f"Resumed from {checkpoint.directory} after epoch {len(state['rows'])}."
-    )
-    return done
-
-
 def _diverged(failure, stage, checkpoint):
     epoch, step, loss = failure
     where = (
@@ -384,114 +230,170 @@ def fine_tune(
     )
     ```
     """
-    if stages is None:
-        stages = (
-            Stage(epochs=1, train="head", learning_rate=1e-3, name="head"),
-            Stage(epochs=1, train="all", learning_rate=1e-4, name="all"),
-        )
+    stages = DEFAULT_STAGES if stages is None else tuple(stages)
     if max_steps:
         train = train.take(max_steps)
         validation = validation.take(max_steps) if validation else None
-    soft_labels = has_soft_labels(model, train)
-    checkpoint = None
-    saved = None
-    if checkpoint_dir is not None:
-        checkpoint = checkpoints.Checkpoint(checkpoint_dir)
-        saved = checkpoint.state()
-    guard = _StopOnNonFinite()
-    # A Distiller checkpoints its student alone: the frozen teacher never
-    # changes, and the student shares the Distiller's optimizer.
-    trained = getattr(model, "student", model)
-    progress = _Progress(trained, checkpoint, guard)
-    if saved is not None:
-        progress.rows = list(saved["rows"])
-        progress.passes = saved["passes"]
-    last = None
-    progbar = _RunProgbar(
-        sum(1 if max_steps else stage.epochs for stage in stages), print_fn
+    resume = ResumeState(checkpoint_dir, on_resumed)
+    settings = _Settings(
+        callbacks=list(callbacks or []),
+        label_smoothing=label_smoothing,
+        early_stopping=early_stopping,
+        monitor=monitor,
+        feature_cache=feature_cache,
+        seed=seed,
+        print_fn=print_fn,
+        verbose=verbose,
     )
-    for index, stage in enumerate(stages):
-        epochs = 1 if max_steps else stage.epochs
-        print_fn(describe_stage(index + 1, len(stages), stage, epochs))
-        progbar.stage = f"Stage {index + 1}/{len(stages)} '{stage.name}'"
-        steps = _steps_per_epoch(train, stage)
-        for part, chunk in enumerate(_chunks(stage, epochs)):
-            position = [index, part]
-            last = (stage, part)
-            if saved is not None and (
-                position < [saved["stage"], saved["part"]]
-                or (position == [saved["stage"], saved["part"]])
-                and saved["finished"]
-            ):
-                continue
-            apply_stage_trainable(model, stage, extra_groups=part)
-            schedule = optimizers.stage_schedule(stage, steps, chunk)
-            model.compile(
-                optimizer=stage_optimizer(stage, schedule, model),
-                label_smoothing=label_smoothing,
-                soft_labels=soft_labels,
-            )
-            print_fn(freezing.format_audit(freezing.trainable_audit(model)))
-            stopper = (
-                _EarlyStopping(early_stopping, monitor)
-                if early_stopping
-                else None
-            )
-            done = 0
-            if saved is not None:
-                done = _resume(
-                    trained,
-                    checkpoint,
-                    saved,
-                    position,
-                    stopper,
-                    train,
-                    print_fn,
-                )
-                saved = None
-                if on_resumed is not None:
-                    on_resumed()
-            cached = feature_cache and _head_only(stage)
-            start = len(progress.rows) - done
-            progress.begin(position, stage.name, cached, stopper, done)
-            fit_callbacks = [
-                optimizers.LearningRateLogger(),
-                *(callbacks or []),
-                *([stopper] if stopper else []),
-                *([keras.callbacks.SwapEMAWeights()] if stage.ema else []),
-                guard,
-                progress,
-                progbar,
-            ]
-            fit_args = dict(
-                initial_epoch=start + done,
-                epochs=start + chunk,
-                callbacks=fit_callbacks,
-                verbose=verbose,
-            )
-            if cached:
-                progress.passes += 1
-                features.fit_head_cached(
-                    model,
-                    train,
-                    validation,
-                    shuffle_seed=seed,
-                    print_fn=print_fn,
-                    **fit_args,
-                )
-            else:
-                _fit_epochs(model, train, validation, chunk - done, fit_args)
-            if guard.failure is not None:
-                raise _diverged(guard.failure, stage, checkpoint)
-            progress.save(finished=True)
-    if saved is not None:
+    plan = list(_plan(stages, max_steps))
+    runner = _Runner(model, train, validation, settings, resume, plan)
+    for part in plan:
+        if part.part == 0:
+            runner.begin_stage(part, len(stages))
+        if not resume.skips(part.position):
+            runner.fit(part)
+    if resume.pending:
         # Every fit had finished before the interruption: only the final
         # weights and freeze state are left to put back.
-        apply_stage_trainable(model, last[0], extra_groups=last[1])
-        checkpoint.restore(trained)
-        if on_resumed is not None:
-            on_resumed()
-    return progress.rows
+        last = plan[-1]
+        apply_stage_trainable(model, last.stage, extra_groups=last.part)
+        resume.restore_final(runner.trained)
+    return runner.progress.rows
+
+
+# fastai's `fine_tune`: one epoch of the head, then everything for one epoch
+# at a tenth of the rate.
+DEFAULT_STAGES = (
+    Stage(epochs=1, train="head", learning_rate=1e-3, name="head"),
+    Stage(epochs=1, train="all", learning_rate=1e-4, name="all"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    """One fit of the plan: a stage, or one unfreezing step of it."""
+
+    index: int  # the stage's position, from 0
+    stage: Stage
+    part: int  # the unfreezing step within the stage, from 0
+    epochs: int  # the stage's epochs in this run (1 in a smoke run)
+    chunk: int  # the stage's epochs done once this part ends
+
+    @property
+    def position(self):
+        return [self.index, self.part]
+
+
+def _plan(stages, max_steps):
+    """Every fit of the run, in order: the stage plan."""
+    for index, stage in enumerate(stages):
+        epochs = 1 if max_steps else stage.epochs
+        for part, chunk in enumerate(_chunks(stage, epochs)):
+            yield _Part(index, stage, part, epochs, chunk)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """`fine_tune`'s arguments that every fit of the run uses."""
+
+    callbacks: list
+    label_smoothing: float
+    early_stopping: int
+    monitor: str
+    feature_cache: bool
+    seed: object
+    print_fn: object
+    verbose: object
+
+
+class _Runner:
+    """Fits the parts of the plan one after another, sharing the callbacks
+    that number the epochs, keep the history and write the checkpoints."""
+
+    def __init__(self, model, train, validation, settings, resume, plan):
+        self.model = model
+        # A Distiller checkpoints its student alone: the frozen teacher never
+        # changes, and the student shares the Distiller's optimizer.
+        self.trained = getattr(model, "student", model)
+        self.train, self.validation = train, validation
+        self.settings = settings
+        self.resume = resume
+        self.soft_labels = has_soft_labels(model, train)
+        self.guard = run_callbacks.StopOnNonFinite()
+        self.progress = run_callbacks.Progress(
+            self.trained, resume.checkpoint, self.guard
+        )
+        resume.seed_progress(self.progress)
+        # Every stage's epochs, counted once per stage, not per part.
+        epochs = sum(part.epochs for part in plan if part.part == 0)
+        self.progbar = run_callbacks.RunProgbar(epochs, settings.print_fn)
+
+    def begin_stage(self, part, count):
+        header = describe_stage(part.index + 1, count, part.stage, part.epochs)
+        self.settings.print_fn(header)
+        self.progbar.stage = (
+            f"Stage {part.index + 1}/{count} '{part.stage.name}'"
+        )
+
+    def fit(self, part):
+        """Compiles the part's trainable groups and optimizer, restores a
+        checkpoint taken inside it, and fits its epochs."""
+        model, stage, settings = self.model, part.stage, self.settings
+        apply_stage_trainable(model, stage, extra_groups=part.part)
+        steps = _steps_per_epoch(self.train, stage)
+        schedule = optimizers.stage_schedule(stage, steps, part.chunk)
+        model.compile(
+            optimizer=stage_optimizer(stage, schedule, model),
+            label_smoothing=settings.label_smoothing,
+            soft_labels=self.soft_labels,
+        )
+        settings.print_fn(
+            freezing.format_audit(freezing.trainable_audit(model))
+        )
+        stopper = None
+        if settings.early_stopping:
+            stopper = run_callbacks.EarlyStopping(
+                settings.early_stopping, settings.monitor
+            )
+        done = self.resume.restore(
+            self.trained, part.position, stopper, self.train, settings.print_fn
+        )
+        cached = settings.feature_cache and _head_only(stage)
+        start = len(self.progress.rows) - done
+        self.progress.begin(part.position, stage.name, cached, stopper, done)
+        fit_args = dict(
+            initial_epoch=start + done,
+            epochs=start + part.chunk,
+            callbacks=self._callbacks(stage, stopper),
+            verbose=settings.verbose,
+        )
+        if cached:
+            self.progress.passes += 1
+            head_training.fit_head_cached(
+                model,
+                self.train,
+                self.validation,
+                shuffle_seed=settings.seed,
+                print_fn=settings.print_fn,
+                **fit_args,
+            )
+        else:
+            epochs = part.chunk - done
+            _fit_epochs(model, self.train, self.validation, epochs, fit_args)
+        if self.guard.failure is not None:
+            raise _diverged(self.guard.failure, stage, self.resume.checkpoint)
+        self.progress.save(finished=True)
+
+    def _callbacks(self, stage, stopper):
+        return [
+            optimizers.LearningRateLogger(),
+            *self.settings.callbacks,
+            *([stopper] if stopper else []),
+            *([keras.callbacks.SwapEMAWeights()] if stage.ema else []),
+            self.guard,
+            self.progress,
+            self.progbar,
+        ]
 
 
 def _fit_epochs(model, train, validation, epochs, fit_args):
@@ -511,13 +413,14 @@ def _fit_epochs(model, train, validation, epochs, fit_args):
     # Keras builds the compiled loss and metrics from a batch it pulls off
     # the data on JAX and PyTorch, which would shift the stream by one
     # batch; building them from the data's shapes instead pulls nothing.
-    model._symbolic_build(
-        data_batch=tf.nest.map_structure(
+    keras_internals.build_from_batch(
+        model,
+        tf.nest.map_structure(
             lambda spec: np.zeros(
                 (1, *spec.shape[1:]), spec.dtype.as_numpy_dtype
             ),
             train.element_spec,
-        )
+        ),
     )
     return model.fit(
         passes, validation_data=validation, steps_per_epoch=steps, **fit_args

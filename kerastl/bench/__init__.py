@@ -30,23 +30,17 @@ import time
 
 import keras
 import keras_hub
-import numpy as np
 import tensorflow as tf
 
+from kerastl.bench import peers
 from kerastl.data import Augment
 from kerastl.data import DataSpec
 from kerastl.data import load_data
 from kerastl.data import synthetic
-from kerastl.models import backbones
-from kerastl.models import standins
+from kerastl.models import catalog
 from kerastl.models.classifier import TransferClassifier
-from kerastl.train import features
+from kerastl.train import head_training
 from kerastl.utils import distribution
-
-# Built-in architectures (random weights): no download, and a transformers
-# twin for the PyTorch peer.
-BUILT_IN = ("resnet18", "vit_tiny")
-NUM_CLASSES = 10
 
 
 @dataclasses.dataclass
@@ -86,53 +80,11 @@ class BenchSettings:
     peers: bool = True
 
 
-def built_in_backbone(name, image_size):
-    """A built-in architecture with random weights, and its converter.
-
-    Args:
-        name: `"resnet18"` (ResNet-18: 4 stages of 2 basic blocks) or
-            `"vit_tiny"` (ViT-Ti/16: 12 layers, width 192, 3 heads).
-        image_size: int.
-
-    Example:
-    ```python
-    backbone, converter = kerastl.bench.built_in_backbone("resnet18", 96)
-    ```
-    """
-    shape = (image_size, image_size, 3)
-    if name == "resnet18":
-        backbone = keras_hub.models.ResNetBackbone(
-            input_conv_filters=[64],
-            input_conv_kernel_sizes=[7],
-            stackwise_num_filters=[64, 128, 256, 512],
-            stackwise_num_blocks=[2, 2, 2, 2],
-            stackwise_num_strides=[1, 2, 2, 2],
-            block_type="basic_block",
-            use_pre_activation=False,
-            image_shape=shape,
-        )
-    elif name == "vit_tiny":
-        backbone = keras_hub.models.ViTBackbone(
-            image_shape=shape,
-            patch_size=16,
-            num_layers=12,
-            num_heads=3,
-            hidden_dim=192,
-            mlp_dim=768,
-        )
-    else:
-        raise ValueError(
-            f"The built-in benchmark models are {', '.join(BUILT_IN)}; for "
-            f"anything else pass a preset. Received: {name!r}"
-        )
-    return backbone, standins.imagenet_converter(image_size)
-
-
 def _model_parts(settings):
     size = (settings.image_size, settings.image_size)
-    if settings.model in BUILT_IN:
-        return built_in_backbone(settings.model, settings.image_size)
-    backbones.check_preset(settings.model)
+    if settings.model in peers.BUILT_IN:
+        return peers.built_in_backbone(settings.model, settings.image_size)
+    catalog.check_preset(settings.model)
     converter = keras_hub.layers.ImageConverter.from_preset(
         settings.model, image_size=size
     )
@@ -144,16 +96,6 @@ def _clone(backbone):
     twin = backbone.__class__.from_config(backbone.get_config())
     twin.set_weights(backbone.get_weights())
     return twin
-
-
-def _keras_hub_classifier(backbone):
-    if backbones.family_of(backbone).name == "vit":
-        return keras_hub.models.ViTImageClassifier(
-            backbone, NUM_CLASSES, preprocessor=None
-        )
-    return keras_hub.models.ImageClassifier(
-        backbone, NUM_CLASSES, preprocessor=None, pooling="avg"
-    )
 
 
 def _compile(model, jit_compile):
@@ -223,7 +165,7 @@ def _synthetic_data(settings):
     """Train and validation splits through kerastl's pipeline, repeated."""
     count = settings.batch_size * max(settings.steps, 4)
     images, labels = synthetic.color_images(
-        count, NUM_CLASSES, image_size=settings.image_size
+        count, peers.NUM_CLASSES, image_size=settings.image_size
     )
     bundle = load_data(
         DataSpec(
@@ -281,7 +223,7 @@ def _cache_speedup(classifier, train, validation, settings, scratch):
     )
 
     def cold():
-        features.fit_head_cached(
+        head_training.fit_head_cached(
             fresh(),
             train,
             validation,
@@ -326,31 +268,69 @@ def run_bench(settings, print_fn=print):
     repeated = train.repeat()
     speeds = {"pipeline": _pipeline_speed(repeated, settings)}
     print_fn(f"input pipeline: {speeds['pipeline']:.0f} images/s")
+    contenders = _contenders(backbone, converter, settings)
+    classifier = contenders[0][1]
+    resolved = classifier.jit_compile
+    native = []
+    built_in = settings.model in peers.BUILT_IN
+    if settings.peers and keras.config.backend() == "torch" and built_in:
+        native = peers.torch_native_tasks(settings, repeated)
+    speeds.update(_contender_speeds(contenders, native, repeated, settings))
+    _print_speeds(speeds, contenders, print_fn)
+    cache = None
+    if settings.cache_epochs:
+        with tempfile.TemporaryDirectory() as scratch:
+            cache = _cache_speedup(
+                classifier, train, validation, settings, scratch
+            )
+        print_fn(
+            f"feature cache, {cache['epochs']} head epochs: "
+            f"{cache['speedup']:.1f}x faster than in-graph"
+        )
+    # Rounded first, so the JSON's ratios are those of its own numbers.
+    speeds = {key: round(value, 2) for key, value in speeds.items()}
+    return {
+        "settings": dataclasses.asdict(settings),
+        "backend": keras.config.backend(),
+        "machine": machine_description(),
+        "compile": compile_description(resolved),
+        "parameters": int(classifier.count_params()),
+        "images_per_second": speeds,
+        "ratios": _ratios(speeds),
+        "feature_cache": cache,
+        "notes": _notes(speeds),
+    }
 
+
+def _contenders(backbone, converter, settings):
+    """`[(name, model, freeze)]`: kerastl's classifier, and keras-hub's on
+    the same backbone when peers are timed; whole networks trainable."""
     classifier = TransferClassifier(
-        _clone(backbone), num_classes=NUM_CLASSES, image_converter=converter
+        _clone(backbone),
+        num_classes=peers.NUM_CLASSES,
+        image_converter=converter,
     )
     classifier.unfreeze_backbone()
     _compile(classifier, settings.jit_compile)
-    resolved = classifier.jit_compile
     contenders = [("kerastl", classifier, classifier.freeze_backbone)]
     if settings.peers:
-        peer = _keras_hub_classifier(_clone(backbone))
+        peer = peers.keras_hub_classifier(_clone(backbone))
         _compile(peer, settings.jit_compile)
 
         def freeze_peer(peer=peer):
             peer.backbone.trainable = False
 
         contenders.append(("keras_hub", peer, freeze_peer))
-    # Training the whole network, then predicting, then (below) training
-    # frozen: each kind compared across contenders at once. (On JAX, a
-    # TransferClassifier recompiles its train step on the first `fit` after
-    # a `predict`; runs never alternate the two, so neither do these
-    # timings.)
-    native = []
-    backend = keras.config.backend()
-    if settings.peers and backend == "torch" and settings.model in BUILT_IN:
-        native = _torch_native_tasks(settings, repeated)
+    return contenders
+
+
+def _contender_speeds(contenders, native, repeated, settings):
+    """Images/s of training the whole network, predicting, then training
+    frozen: each kind timed across contenders at once. (On JAX, a
+    TransferClassifier recompiles its train step on the first `fit` after
+    a `predict`; runs never alternate the two, so neither do these
+    timings.)"""
+    speeds = {}
     for kind, run in (
         ("train_full", _train_steps),
         ("predict", _predict_steps),
@@ -364,18 +344,18 @@ def run_bench(settings, print_fn=print):
     for _, model, freeze in contenders:
         freeze()
         _compile(model, settings.jit_compile)
-    speeds.update(
-        _interleaved_speeds(
-            [
-                (
-                    f"{name}_train_frozen",
-                    functools.partial(_train_steps, model, repeated),
-                )
-                for name, model, _ in contenders
-            ],
-            settings,
+    frozen = [
+        (
+            f"{name}_train_frozen",
+            functools.partial(_train_steps, model, repeated),
         )
-    )
+        for name, model, _ in contenders
+    ]
+    speeds.update(_interleaved_speeds(frozen, settings))
+    return speeds
+
+
+def _print_speeds(speeds, contenders, print_fn):
     for name, _, _ in contenders:
         print_fn(
             f"{name}: train {speeds[f'{name}_train_full']:.0f} (frozen "
@@ -388,19 +368,9 @@ def run_bench(settings, print_fn=print):
             f"{speeds['torch_predict']:.0f} images/s"
         )
 
-    cache = None
-    if settings.cache_epochs:
-        with tempfile.TemporaryDirectory() as scratch:
-            cache = _cache_speedup(
-                classifier, train, validation, settings, scratch
-            )
-        print_fn(
-            f"feature cache, {cache['epochs']} head epochs: "
-            f"{cache['speedup']:.1f}x faster than in-graph"
-        )
 
-    # Rounded first, so the JSON's ratios are those of its own numbers.
-    speeds = {key: round(value, 2) for key, value in speeds.items()}
+def _ratios(speeds):
+    """kerastl's speed over each peer's, per kind of work."""
     ratios = {}
     for peer_name in ("keras_hub", "torch"):
         for kind in ("train_full", "train_frozen", "predict"):
@@ -408,24 +378,17 @@ def run_bench(settings, print_fn=print):
                 ratios[f"{kind}_vs_{peer_name}"] = round(
                     speeds[f"kerastl_{kind}"] / speeds[f"{peer_name}_{kind}"], 3
                 )
-    notes = []
-    if speeds["pipeline"] < speeds["kerastl_train_frozen"]:
-        notes.append(
-            "The input pipeline is the bottleneck: it delivers "
-            f"{speeds['pipeline']:.0f} images/s, training on a frozen "
-            f"backbone takes {speeds['kerastl_train_frozen']:.0f}."
-        )
-    return {
-        "settings": dataclasses.asdict(settings),
-        "backend": backend,
-        "machine": machine_description(),
-        "compile": compile_description(resolved),
-        "parameters": int(classifier.count_params()),
-        "images_per_second": speeds,
-        "ratios": ratios,
-        "feature_cache": cache,
-        "notes": notes,
-    }
+    return ratios
+
+
+def _notes(speeds):
+    if speeds["pipeline"] >= speeds["kerastl_train_frozen"]:
+        return []
+    return [
+        "The input pipeline is the bottleneck: it delivers "
+        f"{speeds['pipeline']:.0f} images/s, training on a frozen "
+        f"backbone takes {speeds['kerastl_train_frozen']:.0f}."
+    ]
 
 
 def compile_description(jit_compile):
@@ -482,76 +445,6 @@ def _backend_version(backend):
 
         return torch.__version__
     return tf.__version__
-
-
-def _torch_native_tasks(settings, data):
-    """A transformers model of the same architecture in a PyTorch loop.
-
-    Returns `_interleaved_speeds` tasks: training and predicting `steps`
-    batches of `data`.
-    """
-    import torch
-    import transformers
-
-    if settings.model == "resnet18":
-        config = transformers.ResNetConfig(
-            embedding_size=64,
-            hidden_sizes=[64, 128, 256, 512],
-            depths=[2, 2, 2, 2],
-            layer_type="basic",
-            num_labels=NUM_CLASSES,
-        )
-        model = transformers.ResNetForImageClassification(config)
-    else:
-        config = transformers.ViTConfig(
-            image_size=settings.image_size,
-            patch_size=16,
-            hidden_size=192,
-            num_hidden_layers=12,
-            num_attention_heads=3,
-            intermediate_size=768,
-            num_labels=NUM_CLASSES,
-        )
-        model = transformers.ViTForImageClassification(config)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
-    batches = data.as_numpy_iterator()
-
-    def pixels():
-        images, labels = next(batches)[:2]
-        # The same work kerastl's image converter does, in the model.
-        x = torch.as_tensor(np.array(images)).to(device)
-        x = x.permute(0, 3, 1, 2).float() / 255.0
-        return (x - mean) / std, torch.as_tensor(np.array(labels)).long().to(
-            device
-        )
-
-    def train(steps):
-        model.train()
-        for _ in range(steps):
-            x, y = pixels()
-            loss = torch.nn.functional.cross_entropy(model(x).logits, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        _synchronize(torch)
-
-    @torch.no_grad()
-    def predict(steps):
-        model.eval()
-        for _ in range(steps):
-            model(pixels()[0])
-        _synchronize(torch)
-
-    return [("torch_train_full", train), ("torch_predict", predict)]
-
-
-def _synchronize(torch):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def format_table(results):
