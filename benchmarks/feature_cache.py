@@ -4,8 +4,8 @@ For each epoch count E it times, end to end (model compile and feature
 pass included), on the current `KERAS_BACKEND`:
 
 - in-graph: `model.freeze_backbone()` then `model.fit` for E epochs;
-- cold: `kerastl.train.head_training.fit_head_cached` with an empty cache directory
-  (one backbone pass, then E epochs of the head);
+- cold: `kerastl.train.head_training.fit_head_cached` with an empty cache
+  directory (one backbone pass, then E epochs of the head);
 - warm: the same call again from a fresh model object with the same
   weights, as a later run would make it (no backbone pass at all).
 
@@ -34,7 +34,6 @@ with logs.quiet_native_logs():
     from kerastl import bench
     from kerastl.bench import peers
     from kerastl.data import synthetic
-    from kerastl.train import features
     from kerastl.train import head_training
 
 NUM_CLASSES = 10

@@ -21,7 +21,7 @@ from kerastl import _moved
 from kerastl.utils import distribution
 from kerastl.utils import logs
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 _LAZY_ATTRIBUTES = {
     "TransferClassifier": "kerastl.models.classifier",

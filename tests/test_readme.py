@@ -1,4 +1,6 @@
-"""The README's Python quickstart runs as written, on a local preset."""
+"""The README's Python quickstart runs as written, on a local preset, and
+every `kerastl` command, option, `--set` key and `field=value` written in
+README.md and docs/*.md exists in the code."""
 
 import pathlib
 import re
@@ -7,6 +9,8 @@ import kit
 import numpy as np
 
 README = pathlib.Path(__file__).parents[1] / "README.md"
+# The pages whose commands and fields are checked against the code.
+PAGES = [README, *sorted((README.parent / "docs").glob("*.md"))]
 
 
 def quickstart_code():
@@ -36,9 +40,12 @@ def test_python_quickstart(tmp_path, monkeypatch):
 
 
 def _spans():
-    """Every command line and inline code span of the README, with line
-    breaks inside a span folded to spaces."""
-    text = README.read_text()
+    """Every command line and inline code span of the README and of
+    docs/*.md, with line breaks inside a span folded to spaces."""
+    return [span for page in PAGES for span in _page_spans(page.read_text())]
+
+
+def _page_spans(text):
     blocks = re.findall(r"```(\w*)\n(.*?)```", text, re.DOTALL)
     lines = [
         line.split("#")[0].strip()
@@ -61,6 +68,12 @@ def _commands():
                 words = words[1:]  # KERAS_BACKEND=jax kerastl ...
             if words[:1] == ["kerastl"] and len(words) > 1:
                 yield words[1:]
+
+
+def test_the_docs_pages_are_checked():
+    names = {page.name for page in PAGES}
+    assert {"cli.md", "recipes.md", "run-directory.md"} <= names
+    assert any("kerastl fit --resume" in span for span in _spans())
 
 
 def test_every_kerastl_command_in_the_readme_exists():
@@ -91,7 +104,7 @@ def test_every_kerastl_command_in_the_readme_exists():
 
 
 def test_every_override_in_the_readme_applies():
-    from kerastl.runs.recipe import apply_overrides
+    from kerastl.runs.overrides import apply_overrides
     from kerastl.runs.recipe import load_recipe
 
     recipe = load_recipe(README.parent / "recipes" / "pets.py")
