@@ -15,15 +15,6 @@ from kerastl.utils import atomic
 from kerastl.utils import keras_internals
 
 
-class _CompileState:
-    """What `compile` was called with, kept out of Keras' attribute tracking
-    (a tracked list of metrics would be counted as the model's own)."""
-
-    def __init__(self, kwargs, signature):
-        self.kwargs = kwargs
-        self.signature = signature
-
-
 @keras.saving.register_keras_serializable(package="kerastl")
 class TransferClassifier(keras.Model):
     """An image classifier built on a pretrained keras-hub backbone.
@@ -196,11 +187,7 @@ class TransferClassifier(keras.Model):
         self.head_dtype = head_dtype
         self.temperature = self.temperature_scaling.temperature
         self.thresholds = thresholds
-        self.trainable_groups = None
-        self.train_bn = False
-        if trainable_groups is not None:
-            self._set_trainable_groups(trainable_groups, train_bn)
-        self._compile_state = None
+        self._set_trainable_groups(trainable_groups, train_bn)
         self.compile()
 
     def __setattr__(self, name, value):
@@ -302,9 +289,13 @@ class TransferClassifier(keras.Model):
         self._recompile()
 
     def _set_trainable_groups(self, last_n, train_bn):
-        freezing.set_backbone_trainable(
-            self.backbone, self.layer_groups(), last_n, train_bn=train_bn
-        )
+        # `None` leaves every layer as Keras built it, BatchNorm included.
+        if last_n is None:
+            train_bn = False
+        else:
+            freezing.set_backbone_trainable(
+                self.backbone, self.layer_groups(), last_n, train_bn=train_bn
+            )
         self.trainable_groups = last_n
         self.train_bn = train_bn
 
@@ -367,43 +358,16 @@ class TransferClassifier(keras.Model):
         model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
         ```
         """
-        state = _CompileState(
-            dict(
-                optimizer=optimizer,
-                loss=loss,
-                metrics=metrics,
-                label_smoothing=label_smoothing,
-                soft_labels=soft_labels,
-                **kwargs,
-            ),
-            None,
+        arguments = dict(
+            optimizer=optimizer,
+            loss=loss,
+            metrics=metrics,
+            label_smoothing=label_smoothing,
+            soft_labels=soft_labels,
+            **kwargs,
         )
-        defaults.check_loss(loss, self.multi_label, self.activation)
-        if optimizer == "auto":
-            rate = defaults.learning_rate(self.backbone)
-            optimizer = keras.optimizers.Adam(rate)
-        optimizer = defaults.loss_scaled(optimizer, self.backbone)
-        if loss == "auto":
-            loss = defaults.loss(
-                self.multi_label,
-                self.outputs_logits,
-                label_smoothing,
-                soft_labels,
-            )
-        if metrics == "auto":
-            metrics = defaults.metrics(
-                loss, self.multi_label, self.outputs_logits, self.num_classes
-            )
-            if "weighted_metrics" not in kwargs:
-                # As weighted metrics, rows of sample weight 0 (the padding
-                # of a data-parallel batch) do not count; with no sample
-                # weights they are the same metrics.
-                kwargs["weighted_metrics"], metrics = metrics, None
-        super().compile(
-            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
-        )
-        state.signature = self._trainable_signature()
-        self._compile_state = state
+        super().compile(**defaults.compile_arguments(self, arguments))
+        self._compile_state = defaults.CompileState(arguments, self)
 
     def compile_from_config(self, config):
         # Keras skips this for models that override `compile`; without it a
@@ -412,21 +376,9 @@ class TransferClassifier(keras.Model):
         self.compile(**config)
         self.optimizer.build(self.trainable_variables)
 
-    def _trainable_signature(self):
-        return tuple(bool(w.trainable) for w in self.weights)
-
     def _recompile(self):
-        if self._compile_state is None:
-            return
-        kwargs = dict(self._compile_state.kwargs)
-        optimizer = kwargs["optimizer"]
-        if isinstance(optimizer, keras.optimizers.Optimizer):
-            # A built optimizer holds slots for the old trainable variables;
-            # a fresh copy with the same settings is built for the new ones.
-            kwargs["optimizer"] = type(optimizer).from_config(
-                optimizer.get_config()
-            )
-        self.compile(**kwargs)
+        if self._compile_state is not None:
+            self.compile(**self._compile_state.recompile_kwargs())
 
     def fit(self, x=None, y=None, *args, **kwargs):
         import tensorflow as tf
@@ -436,7 +388,7 @@ class TransferClassifier(keras.Model):
             # cannot apply to it and only triggers a warning on every call.
             kwargs.setdefault("shuffle", False)
         state = self._compile_state
-        if state is not None and state.signature != self._trainable_signature():
+        if state is not None and state.is_stale(self):
             warnings.warn(
                 "Layers were frozen or unfrozen after the model was compiled, "
                 "and Keras only applies `trainable` changes at compile time. "

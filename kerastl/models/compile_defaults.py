@@ -4,7 +4,9 @@ keras-hub's `ImageClassifier.compile` resolves `"auto"` from its head the
 same way: the loss from the head's activation (softmax or sigmoid, logits
 or probabilities), the metrics from the loss, Adam at a learning rate set
 by what trains. A loss that does not fit the head is refused here, before
-it silently trains the wrong objective.
+it silently trains the wrong objective. `CompileState` remembers what
+`compile` was told, so freezing or unfreezing can compile again with the
+same settings.
 """
 
 import re
@@ -201,3 +203,99 @@ def loss_from_logits(loss):
     if isinstance(loss, str) and loss in _CATEGORICAL_LOSSES + _BINARY_LOSSES:
         return False
     return None
+
+
+def compile_arguments(model, arguments):
+    """`keras.Model.compile` arguments for `model`, every `"auto"` resolved.
+
+    Args:
+        model: a `kerastl.TransferClassifier`.
+        arguments: dict of what `TransferClassifier.compile` was called
+            with: `optimizer`, `loss`, `metrics`, `label_smoothing`,
+            `soft_labels` and other `keras.Model.compile` arguments.
+
+    Returns:
+        A dict of `keras.Model.compile` arguments.
+
+    Example:
+    ```python
+    arguments = kerastl.models.compile_defaults.compile_arguments(
+        model, {"optimizer": "auto", "loss": "auto", "metrics": "auto"}
+    )
+    ```
+    """
+    arguments = dict(arguments)
+    label_smoothing = arguments.pop("label_smoothing", 0.0)
+    soft_labels = arguments.pop("soft_labels", False)
+    check_loss(arguments["loss"], model.multi_label, model.activation)
+    if arguments["optimizer"] == "auto":
+        rate = learning_rate(model.backbone)
+        arguments["optimizer"] = keras.optimizers.Adam(rate)
+    arguments["optimizer"] = loss_scaled(arguments["optimizer"], model.backbone)
+    if arguments["loss"] == "auto":
+        arguments["loss"] = loss(
+            model.multi_label,
+            model.outputs_logits,
+            label_smoothing,
+            soft_labels,
+        )
+    if arguments["metrics"] == "auto":
+        arguments["metrics"] = metrics(
+            arguments["loss"],
+            model.multi_label,
+            model.outputs_logits,
+            model.num_classes,
+        )
+        if "weighted_metrics" not in arguments:
+            # As weighted metrics, rows of sample weight 0 (the padding of a
+            # data-parallel batch) do not count; with no sample weights they
+            # are the same metrics.
+            arguments["weighted_metrics"] = arguments.pop("metrics")
+            arguments["metrics"] = None
+    return arguments
+
+
+def _trainable_signature(model):
+    return tuple(bool(w.trainable) for w in model.weights)
+
+
+class CompileState:
+    """What `compile` was called with, and which weights were trainable.
+
+    A plain object, kept out of Keras' attribute tracking: a tracked list of
+    metrics would be counted as the model's own.
+
+    Args:
+        kwargs: dict of the `TransferClassifier.compile` arguments, `"auto"`
+            settings unresolved.
+        model: the model just compiled with them.
+
+    Example:
+    ```python
+    state = kerastl.models.compile_defaults.CompileState(
+        {"optimizer": "auto", "loss": "auto", "metrics": "auto"}, model
+    )
+    state.is_stale(model)  # False
+    ```
+    """
+
+    def __init__(self, kwargs, model):
+        self.kwargs = kwargs
+        self.signature = _trainable_signature(model)
+
+    def is_stale(self, model):
+        """Whether `trainable` changed since: Keras ignores such changes
+        until the model is compiled again."""
+        return self.signature != _trainable_signature(model)
+
+    def recompile_kwargs(self):
+        """The same `compile` arguments, with a fresh copy of an optimizer
+        instance: a built optimizer holds slots for the old trainable
+        variables."""
+        kwargs = dict(self.kwargs)
+        optimizer = kwargs["optimizer"]
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            kwargs["optimizer"] = type(optimizer).from_config(
+                optimizer.get_config()
+            )
+        return kwargs
