@@ -50,10 +50,7 @@ def evaluate_path(model_path, data=None, split=None, output_dir=None):
     ```
     """
     model_path = pathlib.Path(model_path)
-    is_run = (
-        rundir.is_finished(model_path)
-        or (model_path / rundir.METRICS_FILE).is_file()
-    )
+    is_run = (model_path / rundir.METRICS_FILE).is_file()
     if data is None and not is_run:
         raise ValueError(
             f"{model_path} is not a finished run directory, so it has no "
@@ -133,7 +130,11 @@ def _new_data(model, model_path, data, split, output_dir, is_run):
         split=split,
         **limit,
     )
-    home = model_path if model_path.is_dir() else model_path.parent
+    # Beside the model that was loaded: a run (the newest, for a folder of
+    # runs), a preset, or a .keras file's folder; never in a folder that
+    # only holds runs.
+    source = pathlib.Path(rundir.model_source(model_path))
+    home = source.parent if source.suffix == ".keras" else source
     output_dir = pathlib.Path(output_dir or home / "evaluations" / name)
     rundir.check_evaluation_dir(output_dir)
     rundir.write_skipped(skipped, output_dir)

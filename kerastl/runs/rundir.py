@@ -19,12 +19,7 @@ import os
 import pathlib
 import zipfile
 
-import keras
-
-from kerastl.deploy import export
 from kerastl.errors import RunDirError
-from kerastl.models import presets
-from kerastl.models.classifier import TransferClassifier
 from kerastl.runs import locking
 from kerastl.utils import atomic
 
@@ -400,6 +395,11 @@ def load_classifier(path, role="model"):
     model = kerastl.runs.rundir.load_classifier("runs/pets")
     ```
     """
+    # Keras and the model code load with the first model, so the layout,
+    # the lock and reading a run's files (`kerastl compare`) stay light.
+    from kerastl.models import presets
+    from kerastl.models.classifier import TransferClassifier
+
     source = model_source(path, role)
     if source.endswith(".keras"):
         return _load_keras_file(source)
@@ -417,6 +417,8 @@ def _not_a_classifier(text, role):
 
 
 def _load_keras_file(path):
+    import keras
+
     try:
         # With `compile=False` a TransferClassifier, which compiles itself,
         # is left with an optimizer that cannot take the saved state.
@@ -520,4 +522,6 @@ def export_path(model_path, export_format):
         folder = model_path.parent / f"{model_path.name}_{EXPORT_DIR}"
     else:
         folder = model_path.parent / f"{model_path.stem}_{EXPORT_DIR}"
+    from kerastl.deploy import export
+
     return folder / export.artifact_name(export_format)
