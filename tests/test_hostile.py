@@ -125,7 +125,8 @@ def test_any_file_name_loads(tmp_path):
     assert len(y) == sum(bundle.num_examples.values())
     assert len(y) == 3 * len(NAMES) + os.path.exists(latin1)
     expected = np.array([colors[bundle.class_names[label]] for label in y])
-    np.testing.assert_array_equal(x[:, 4, 4], expected)
+    # Shrunk images are JPEGs in the prepared-image cache: within 2 levels.
+    np.testing.assert_allclose(x[:, 4, 4], expected, atol=2)
 
 
 def _special_files(folder):
@@ -229,29 +230,27 @@ def _smooth_photo(height, width):
 
 
 @pytest.mark.parametrize(
-    "image_size, random_crop, jpeg_shape, png_shape",
+    "image_size, shape",
     [
-        # 2x the model's side: JPEG's 1/8 scale (ceil(1500 / 8) rows);
-        # PNG box-filtered by min(1500 // 128, 2000 // 128) = 11.
-        ((64, 64), False, (188, 250), (137, 182)),
-        # 448 per side: 1/2 scale; PNG by 3.
-        ((224, 224), False, (750, 1000), (500, 667)),
-        # 4x for a random resized crop: 1/4 scale; PNG by 5.
-        ((64, 64), True, (375, 500), (300, 400)),
+        # Shrunk to 2x the model's side: 128 rows, 128 * 2000 / 1500 wide
+        # (to a pixel: JPEG's 1/8-scale decode rounds first).
+        ((64, 64), (128, 171)),
+        ((224, 224), (448, 597)),
     ],
-    ids=["64", "224", "64-random-crop"],
+    ids=["64", "224"],
 )
 def test_large_images_decode_reduced_to_the_same_model_input(
-    tmp_path, image_size, random_crop, jpeg_shape, png_shape
+    tmp_path, image_size, shape
 ):
     pixels = _smooth_photo(1500, 2000)
     Image.fromarray(pixels).save(tmp_path / "photo.jpg", quality=95)
     Image.fromarray(pixels).save(tmp_path / "photo.png")
-    min_size = pipeline.decode_size(image_size, random_crop)
-    for name, shape in (("photo.jpg", jpeg_shape), ("photo.png", png_shape)):
+    min_size = pipeline.decode_size(image_size)
+    for name in ("photo.jpg", "photo.png"):
         path = tmp_path / name
         reduced = images.read_rgb(path, min_size)
-        assert reduced.shape == (*shape, 3)
+        assert reduced.shape[0] == shape[0] and reduced.shape[2] == 3
+        assert abs(reduced.shape[1] - shape[1]) <= 1
         full = images.read_rgb(path)
         assert full.shape == (1500, 2000, 3)
         model_input = pipeline.center_crop_resize(reduced, image_size)

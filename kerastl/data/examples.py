@@ -99,13 +99,17 @@ def encode_labels(label_sets, class_names, multi_label, where):
     return labels
 
 
-def drop_unreadable(splits, max_pixels=MAX_PIXELS):
+def drop_unreadable(splits, max_pixels=MAX_PIXELS, check=None):
     """Checks every file of every split; returns the readable examples.
 
     Args:
         splits: dict of split name to file-based `Examples`.
         max_pixels: int. Images with more pixels are skipped too. Defaults
             to `MAX_PIXELS` (50 million).
+        check: callable or `None`. Takes the list of paths and returns,
+            for each, `None` or why it cannot be read, such as
+            `PreparedImages.prepare`, which checks files by preparing
+            them. `None` for `images.check_files`. Defaults to `None`.
 
     Returns:
         `(splits, skipped)`: the splits without unreadable files, and a
@@ -118,7 +122,10 @@ def drop_unreadable(splits, max_pixels=MAX_PIXELS):
     """
     names = list(splits)
     paths = [path for name in names for path in splits[name].paths]
-    reasons = iter(images.check_files(paths, max_pixels))
+    if check is None:
+        reasons = iter(images.check_files(paths, max_pixels))
+    else:
+        reasons = iter(check(paths))
     skipped = []
     kept = {}
     for name in names:

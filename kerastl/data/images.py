@@ -179,14 +179,33 @@ def _decode(file, min_size, max_pixels):
         return to_rgb(image)
 
 
-def _reduce(pixels, min_size):
-    """Box-filters `pixels` down by the largest whole factor that keeps
-    each side at least `min_size`."""
+def shrink(pixels, min_size):
+    """Resizes `pixels` down to the smallest size, aspect ratio kept, with
+    each side at least `min_size`; smaller images come back unchanged.
+
+    PIL's resize filters over the whole footprint of each output pixel
+    (antialiased), so no detail aliases into the model's input.
+
+    Args:
+        pixels: `uint8` array `(H, W, 3)`.
+        min_size: `(height, width)`.
+
+    Example:
+    ```python
+    shrink(np.zeros((3000, 4000, 3), np.uint8), (448, 448)).shape
+    # (448, 597, 3)
+    ```
+    """
     height, width = pixels.shape[:2]
-    factor = min(height // min_size[0], width // min_size[1])
-    if factor < 2:
+    scale = max(min_size[0] / height, min_size[1] / width)
+    if scale >= 1.0:
         return pixels
-    return np.asarray(Image.fromarray(pixels).reduce(factor))
+    size = (
+        max(min_size[1], round(width * scale)),
+        max(min_size[0], round(height * scale)),
+    )
+    resized = Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(resized)
 
 
 def _read(path, min_size, max_pixels):
@@ -217,15 +236,16 @@ def read_rgb(path, min_size=None, max_pixels=MAX_PIXELS):
     Only regular files (or links to them) are opened. The image's size is
     read from its header first, and an image over `max_pixels` is refused
     before it is decoded. With `min_size`, a large image comes back
-    reduced by a whole factor, as long as each side stays at least
-    `min_size`: JPEGs are decoded reduced (a fraction of the time and
-    memory), other formats are decoded whole and then box-filtered.
+    shrunk to the smallest size with each side at least `min_size`
+    (aspect ratio kept, antialiased): JPEGs are first decoded reduced in
+    the decoder (a fraction of the time and memory), other formats are
+    decoded whole.
 
     Args:
         path: str, bytes or path-like. The image file; bytes are the file
             system's encoding of the name, as in a `tf.string` tensor.
         min_size: `(height, width)` or `None`. The smallest size the image
-            may be reduced to; `None` keeps it whole. Defaults to `None`.
+            may be shrunk to; `None` keeps it whole. Defaults to `None`.
         max_pixels: int. The most pixels (width x height) an image may
             have. Defaults to `MAX_PIXELS` (50 million).
 
@@ -240,7 +260,7 @@ def read_rgb(path, min_size=None, max_pixels=MAX_PIXELS):
     ```
     """
     pixels = _read(path, min_size, max_pixels)
-    return pixels if min_size is None else _reduce(pixels, min_size)
+    return pixels if min_size is None else shrink(pixels, min_size)
 
 
 def check_file(path, max_pixels=MAX_PIXELS):

@@ -15,6 +15,7 @@ from kerastl.data.examples import drop_unreadable
 from kerastl.data.examples import first_of_each_class
 from kerastl.data.folder_source import load_folder
 from kerastl.data.idx_source import load_idx
+from kerastl.data.prepared import PreparedImages
 from kerastl.data.spec import MAX_PIXELS
 from kerastl.data.spec import DataBundle
 from kerastl.data.spec import DataError
@@ -153,9 +154,11 @@ def _sample_per_class(examples, count, class_names, seed, smoke):
     return examples.take(np.sort(np.concatenate(chosen)))
 
 
-def _load_local(spec, *, multi_label, seed, num_classes, smoke, batch_size):
-    """Folder, CSV, arrays and IDX: lists, checks files, carves validation,
-    picks `classes` and `train_per_class`."""
+def _load_local(
+    spec, *, multi_label, seed, num_classes, smoke, batch_size, prepared
+):
+    """Folder, CSV, arrays and IDX: lists, checks (or prepares) files,
+    carves validation, picks `classes` and `train_per_class`."""
     class_names, splits = _file_or_array_splits(
         spec, multi_label, num_classes, smoke
     )
@@ -178,7 +181,8 @@ def _load_local(spec, *, multi_label, seed, num_classes, smoke, batch_size):
     if spec.source in ("folder", "csv"):
         # Before any training: an unreadable file is reported, not fatal.
         before = splits["train"]
-        splits, skipped = drop_unreadable(splits, spec.max_pixels)
+        check = prepared.prepare if prepared is not None else None
+        splits, skipped = drop_unreadable(splits, spec.max_pixels, check)
     for split, examples in splits.items():
         if len(examples) == 0:
             raise DataError(
@@ -339,11 +343,18 @@ def load_data(
         batch_size=batch_size,
     )
     skipped = []
+    prepared = None
     if spec.source == "tfds":
         class_names, datasets, counts = _load_tfds(spec, **kwargs)
         _check_labels(class_names, {}, multi_label, num_classes, spec)
     else:
-        class_names, datasets, counts, skipped = _load_local(spec, **kwargs)
+        if spec.source in ("folder", "csv") and spec.cache_images:
+            prepared = PreparedImages(
+                pipeline.decode_size(image_size), spec.max_pixels
+            )
+        class_names, datasets, counts, skipped = _load_local(
+            spec, prepared=prepared, **kwargs
+        )
     splits = {
         split: pipeline.make_split(
             dataset,
@@ -356,6 +367,7 @@ def load_data(
             augment=augment,
             count=counts[split],
             max_pixels=spec.max_pixels,
+            prepared=prepared,
         )
         for split, dataset in datasets.items()
     }

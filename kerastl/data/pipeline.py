@@ -9,7 +9,7 @@ does with `crop_to_aspect_ratio=True`, so nothing is stretched. With
 `Augment(random_resized_crop=True)` a random crop of 8% to 100% of the
 image, aspect ratio 3/4 to 4/3, replaces the center crop on training
 images. Large image files are decoded reduced, to no less than twice the
-model's size (four times under a random resized crop): see `decode_size`.
+model's size: see `decode_size`.
 
 Randomness is stateless and keyed on the seed: shuffling, flips and crops
 are the same on every run with the same seed, and differ between epochs.
@@ -31,41 +31,36 @@ from kerastl.data import mixing
 _TFDS_SHUFFLE_BUFFER = 1024
 
 
-# Large images are decoded reduced by a whole factor (JPEG in the decoder,
-# at 1/2, 1/4 or 1/8 scale; other formats box-filtered after decoding) while
-# each side stays at least this many times the model's side. The crop then
-# still spans at least twice the model's size, so the resize only shrinks
-# it, as it does the full image. Reducing averages pixels that the bilinear
-# resize (which does not antialias) would skip: on smooth images the model
-# sees the same pixels to within 1/255 on average (tests/test_hostile.py),
-# on detailed ones pixels closer to an antialiased resize than from a full
-# decode. A 12 MP JPEG for 224x224 takes a quarter of the time to decode
-# and a sixteenth of the memory.
+# Large images are decoded reduced (JPEG in the decoder, at 1/2, 1/4 or 1/8
+# scale) and then shrunk, antialiased, to the smallest size with each side
+# at least this many times the model's side; the prepared-image cache
+# stores them at that size. The center crop then spans twice the model's
+# size, so the bilinear resize (which does not antialias) only halves it,
+# averaging 2x2 pixels, and on smooth images the model sees the pixels of a
+# full decode to within 1/255 on average (tests/test_hostile.py); on
+# detailed ones, pixels closer to an antialiased resize. A 12 MP JPEG for
+# 224x224 then takes a fifth of the time to decode and a sixteenth of the
+# memory, and its cache entry about 200 KB. Random resized crops smaller
+# than half the image are upsampled, as they are from ImageNet's own
+# (about 400x350) images in the reference recipes and FFCV's 400-512 px
+# stores.
 _DECODE_FACTOR = 2
-# A random resized crop can be 8% of the image at aspect 3/4, about a
-# quarter of each side (sqrt(0.08 * 3/4) = 0.245): 4x keeps even that crop
-# at least the model's size.
-_RANDOM_CROP_DECODE_FACTOR = 4
 
 
-def decode_size(image_size, random_crop=False):
-    """The smallest `(height, width)` an image may be decoded at.
+def decode_size(image_size):
+    """The smallest `(height, width)` an image file is decoded at.
 
-    Images larger than this are decoded reduced; see `images.read_rgb`.
+    Larger images are decoded reduced and shrunk; see `images.read_rgb`.
 
     Args:
         image_size: `(height, width)` of the model's input.
-        random_crop: bool. Whether a random resized crop (which can take
-            8% of the image) follows, instead of the center crop. Defaults
-            to `False`.
 
     Example:
     ```python
     decode_size((224, 224))  # (448, 448)
     ```
     """
-    factor = _RANDOM_CROP_DECODE_FACTOR if random_crop else _DECODE_FACTOR
-    return tuple(factor * int(side) for side in image_size)
+    return tuple(_DECODE_FACTOR * int(side) for side in image_size)
 
 
 def _read_file(path, min_size, max_pixels):
@@ -73,6 +68,14 @@ def _read_file(path, min_size, max_pixels):
         image_io.read_rgb, min_size=min_size, max_pixels=max_pixels
     )
     image = tf.numpy_function(read, [path], tf.uint8)
+    return tf.ensure_shape(image, (None, None, 3))
+
+
+def _read_prepared(path, prepared):
+    encoded = tf.numpy_function(prepared.read, [path], tf.string)
+    image = tf.io.decode_image(
+        tf.ensure_shape(encoded, ()), channels=3, expand_animations=False
+    )
     return tf.ensure_shape(image, (None, None, 3))
 
 
@@ -188,6 +191,7 @@ def make_split(
     augment,
     count,
     max_pixels=image_io.MAX_PIXELS,
+    prepared=None,
 ):
     """Turns `(image or path, label)` examples into model-ready batches.
 
@@ -205,6 +209,10 @@ def make_split(
         count: int. Number of examples, for the shuffle buffer.
         max_pixels: int. The most pixels an image file may have; see
             `DataSpec.max_pixels`. Defaults to 50 million.
+        prepared: `prepared.PreparedImages` or `None`. Read image files
+            through this prepared-image cache (its `min_size` should be
+            `decode_size(image_size)`); `None` decodes each file on every
+            pass. Defaults to `None`.
 
     Returns:
         `tf.data.Dataset` of float32 `(B, H, W, 3)` images in [0, 255] and
@@ -232,8 +240,20 @@ def make_split(
         dataset = dataset.shuffle(
             max(1, buffer), seed=seed, reshuffle_each_iteration=True
         )
+    if files:
+        read = (
+            functools.partial(
+                _read_file,
+                min_size=decode_size(image_size),
+                max_pixels=max_pixels,
+            )
+            if prepared is None
+            else functools.partial(_read_prepared, prepared=prepared)
+        )
+    else:
+        read = _to_rgb
     prepare = _example_preparer(
-        image_size, files, max_pixels, augment, num_classes, multi_label
+        image_size, read, augment, num_classes, multi_label
     )
     if augment is not None:
         # One stateless seed pair per example, new values every epoch.
@@ -254,19 +274,13 @@ def make_split(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _example_preparer(
-    image_size, files, max_pixels, augment, num_classes, multi_label
-):
-    """The per-example map: decode (or take) the image, crop and resize it,
-    flip it, and format the label."""
+def _example_preparer(image_size, read, augment, num_classes, multi_label):
+    """The per-example map: `read` the image (a file, or an array), crop
+    and resize it, flip it, and format the label."""
     random_crop = augment is not None and augment.random_resized_crop
-    min_size = decode_size(image_size, random_crop)
 
     def prepare(image, label, seeds=None):
-        if files:
-            image = _read_file(image, min_size, max_pixels)
-        else:
-            image = _to_rgb(image)
+        image = read(image)
         flip_seed = seeds
         if random_crop:
             crop_seed, flip_seed = tf.unstack(
