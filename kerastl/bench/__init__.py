@@ -13,7 +13,12 @@ images fed through kerastl's own input pipeline:
 - head-only training on cached features (`kerastl.train.features`) against the
   same epochs in-graph on a frozen backbone;
 - on the PyTorch backend, a plain PyTorch training loop of the same
-  architecture built with transformers, as the native peer.
+  architecture built with transformers, as the native peer;
+- the photo pipeline: 12 MP camera JPEGs decoded whole, reduced, and read
+  from the prepared-image cache (`kerastl.bench.photos`).
+
+The machine's load is recorded around the timings (`kerastl.bench.load`),
+and a note says when other processes took a share of the cores.
 
 Throughput is timed after warm-up steps, so compilation is excluded; the
 fastest of `repeats` timings counts, the one least disturbed by other
@@ -21,6 +26,7 @@ processes. Results go to the console as a table and, with `output`, to a
 JSON file with the settings and the machine.
 """
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -32,7 +38,9 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from kerastl.bench import load
 from kerastl.bench import peers
+from kerastl.bench import photos
 from kerastl.data import Augment
 from kerastl.data import DataSpec
 from kerastl.data import load_data
@@ -48,8 +56,9 @@ class BenchSettings:
     """What `run_bench` measures.
 
     Args:
-        model: str. `"resnet18"` or `"vit_tiny"` (built in, random
-            weights), or a preset (name or directory) of any image backbone.
+        model: str. `"resnet18"`, `"resnet50"`, `"vit_tiny"` or
+            `"vit_base"` (built in, random weights), or a preset (name or
+            directory) of any image backbone.
         image_size: int. Square input size. Defaults to `96`.
         batch_size: int. Defaults to `32`.
         steps: int. Timed steps of each measurement. Defaults to `10`.
@@ -62,6 +71,14 @@ class BenchSettings:
             it. Defaults to `"auto"`, what `kerastl fit` uses.
         peers: bool. Also time keras-hub's classifier and, on PyTorch, the
             transformers model. Defaults to `True`.
+        photos: int. 12 MP JPEGs for the photo pipeline rows; `0` skips
+            them. Defaults to `16`.
+        photo_size: int. The model input size of the photo rows. Defaults
+            to `224`.
+        dtype_policy: str. The Keras dtype policy the models are built
+            under: `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`
+            (the PyTorch peer autocasts to the same half type). Defaults
+            to `"float32"`.
 
     Example:
     ```python
@@ -78,6 +95,9 @@ class BenchSettings:
     cache_epochs: int = 3
     jit_compile: object = "auto"
     peers: bool = True
+    photos: int = 16
+    photo_size: int = 224
+    dtype_policy: str = "float32"
 
 
 def _model_parts(settings):
@@ -254,7 +274,9 @@ def run_bench(settings, print_fn=print):
         `jit_compile` and what it means on this backend), `images_per_second`
         (`pipeline`, `kerastl_train_full`, `kerastl_train_frozen`,
         `kerastl_predict`, and the `keras_hub_*` and `torch_*` peers),
-        `ratios` (kerastl / peer), `feature_cache`, and `notes`.
+        `ratios` (kerastl / peer), `feature_cache`, `photo_pipeline` (see
+        `photos.photo_pipeline`; `None` when skipped), `load` (see
+        `load.MachineLoad.report`), and `notes`.
 
     Example:
     ```python
@@ -263,14 +285,60 @@ def run_bench(settings, print_fn=print):
     ```
     """
     keras.utils.set_random_seed(0)
-    backbone, converter = _model_parts(settings)
+    with (
+        _dtype_policy(settings.dtype_policy),
+        load.MachineLoad() as machine_load,
+    ):
+        backbone, converter = _model_parts(settings)
+        speeds, classifier, cache = _measure(
+            backbone, converter, settings, print_fn
+        )
+        photo_rows = None
+        if settings.photos:
+            photo_rows = photos.photo_pipeline(
+                settings.photos,
+                settings.photo_size,
+                settings.repeats,
+                print_fn,
+            )
+    notes = _notes(speeds)
+    if machine_load.warning():
+        notes.append(machine_load.warning())
+        print_fn(machine_load.warning())
+    return {
+        "settings": dataclasses.asdict(settings),
+        "backend": keras.config.backend(),
+        "machine": machine_description(),
+        "load": machine_load.report(),
+        "compile": compile_description(classifier.jit_compile),
+        "parameters": int(classifier.count_params()),
+        "images_per_second": speeds,
+        "ratios": _ratios(speeds),
+        "feature_cache": cache,
+        "photo_pipeline": photo_rows,
+        "notes": notes,
+    }
+
+
+@contextlib.contextmanager
+def _dtype_policy(name):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _measure(backbone, converter, settings, print_fn):
+    """The pipeline, kerastl and its peers, and the feature cache; returns
+    `(speeds, kerastl's classifier, feature-cache comparison)`."""
     train, validation = _synthetic_data(settings)
     repeated = train.repeat()
     speeds = {"pipeline": _pipeline_speed(repeated, settings)}
     print_fn(f"input pipeline: {speeds['pipeline']:.0f} images/s")
     contenders = _contenders(backbone, converter, settings)
     classifier = contenders[0][1]
-    resolved = classifier.jit_compile
     native = []
     built_in = settings.model in peers.BUILT_IN
     if settings.peers and keras.config.backend() == "torch" and built_in:
@@ -289,17 +357,7 @@ def run_bench(settings, print_fn=print):
         )
     # Rounded first, so the JSON's ratios are those of its own numbers.
     speeds = {key: round(value, 2) for key, value in speeds.items()}
-    return {
-        "settings": dataclasses.asdict(settings),
-        "backend": keras.config.backend(),
-        "machine": machine_description(),
-        "compile": compile_description(resolved),
-        "parameters": int(classifier.count_params()),
-        "images_per_second": speeds,
-        "ratios": _ratios(speeds),
-        "feature_cache": cache,
-        "notes": _notes(speeds),
-    }
+    return speeds, classifier, cache
 
 
 def _contenders(backbone, converter, settings):
@@ -461,7 +519,7 @@ def format_table(results):
         f"backend {results['backend']}, {settings['model']} "
         f"({results['parameters']:,} parameters), "
         f"{settings['image_size']}px, batch {settings['batch_size']}, "
-        f"compile: {results['compile']}; "
+        f"{settings['dtype_policy']}, compile: {results['compile']}; "
         f"{results['machine']['processor']}, "
         f"{results['machine']['cpu_count']} cores, devices "
         f"{', '.join(results['machine']['devices'])}",
@@ -502,5 +560,32 @@ def format_table(results):
             f"{cache['in_graph_seconds']} s, cached (cold) "
             f"{cache['cached_cold_seconds']} s: {cache['speedup']}x.",
         ]
+    if results.get("photo_pipeline"):
+        lines += ["", *_photo_lines(results["photo_pipeline"])]
     lines += ["", *results["notes"]]
     return "\n".join(lines).rstrip()
+
+
+def _photo_lines(rows):
+    cores = os.cpu_count() or 1
+    whole, per_core = (
+        rows["images_per_second"],
+        rows["images_per_second_per_core"],
+    )
+    return [
+        f"Photo pipeline: {rows['photos']} JPEGs of 12 MP to "
+        f"{rows['photo_size']} px",
+        "",
+        "| images/s | full decode | reduced decode | prepared-image cache |",
+        "| --- | ---: | ---: | ---: |",
+        f"| all {cores} cores | {whole['full']:.1f} | {whole['reduced']:.1f} "
+        f"| {whole['cached']:.1f} |",
+        f"| per core | {per_core['full']:.1f} | {per_core['reduced']:.1f} "
+        f"| {per_core['cached']:.1f} |",
+        "",
+        f"Cached: {rows['speedup_cached_vs_full']}x full decode. Preparing "
+        f"the cache (once): {rows['prepare_images_per_second']} images/s; "
+        f"{rows['cache_mb_per_1000_images']} MB per 1,000 images; model "
+        f"input within {rows['cached_vs_reduced_mean_abs']}/255 of the "
+        "uncached pipeline's on average.",
+    ]

@@ -80,8 +80,16 @@ def _jit_compile(value):
     "--model",
     default="resnet18",
     show_default=True,
-    help="resnet18 or vit_tiny (built in, random weights, with a PyTorch "
-    "twin), or any image preset name or directory.",
+    help="resnet18, resnet50, vit_tiny or vit_base (built in, random "
+    "weights, with a PyTorch twin), or any image preset name or directory.",
+)
+@click.option(
+    "--dtype-policy",
+    type=click.Choice(("float32", "mixed_bfloat16", "mixed_float16")),
+    default="float32",
+    show_default=True,
+    help="Keras dtype policy of the models; the PyTorch peer autocasts to "
+    "the same half type.",
 )
 @click.option("--image-size", default=96, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=int)
@@ -108,6 +116,21 @@ def _jit_compile(value):
     help="Head epochs of the feature-cache comparison; 0 skips it.",
 )
 @click.option(
+    "--photos",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="12 MP JPEGs to write and time through the photo pipeline (full "
+    "decode, reduced decode, prepared-image cache); 0 skips it.",
+)
+@click.option(
+    "--photo-size",
+    default=224,
+    show_default=True,
+    type=click.IntRange(min=8),
+    help="Model input size of the photo pipeline rows.",
+)
+@click.option(
     "--jit-compile",
     type=click.Choice(("auto", "true", "false")),
     default="auto",
@@ -128,12 +151,15 @@ def _jit_compile(value):
 @options.backend_option
 def bench(
     model,
+    dtype_policy,
     image_size,
     batch_size,
     steps,
     warmup,
     repeats,
     cache_epochs,
+    photos,
+    photo_size,
     jit_compile,
     no_peers,
     output,
@@ -143,9 +169,10 @@ def bench(
 
     Times kerastl's classifier (whole network and frozen backbone), the
     same backbone in keras-hub's classifier, the input pipeline, cached
-    head training against in-graph, and on PyTorch a transformers model in
-    a plain PyTorch loop; prints a table (and JSON with --output). Run it
-    once per backend: KERAS_BACKEND=jax kerastl bench.
+    head training against in-graph, camera photos through the input
+    pipeline, and on PyTorch a transformers model in a plain PyTorch loop;
+    records the machine's load; prints tables (and JSON with --output).
+    Run it once per backend: KERAS_BACKEND=jax kerastl bench.
     """
     options.select_backend(backend)
     with logs.quiet_native_logs():
@@ -159,6 +186,9 @@ def bench(
         warmup=warmup,
         repeats=repeats,
         cache_epochs=cache_epochs,
+        photos=photos,
+        photo_size=photo_size,
+        dtype_policy=dtype_policy,
         jit_compile=_jit_compile(jit_compile),
         peers=not no_peers,
     )
