@@ -19,6 +19,7 @@ import sys
 
 from kerastl import _moved
 from kerastl.utils import distribution
+from kerastl.utils import jax_cpu
 from kerastl.utils import logs
 
 __version__ = "0.2.0.dev0"
@@ -57,6 +58,8 @@ def _import_model_modules(names):
         # Before Keras and TensorFlow can compute: keeps TensorFlow off the
         # GPUs that JAX or PyTorch train on.
         distribution.prepare_process()
+        # On JAX, the small convolutions XLA's CPU backend is slow at.
+        jax_cpu.install()
         return [importlib.import_module(name) for name in names]
 
 

@@ -3,6 +3,7 @@ kerastl relies on; when Keras changes them, this file fails first."""
 
 import keras
 import numpy as np
+import pytest
 
 from kerastl.utils import keras_internals
 
@@ -59,3 +60,29 @@ def test_build_from_batch_builds_without_reading_the_data():
     # metrics hold their state variables, before any data was seen.
     assert len(model.optimizer.variables) >= 2 * len(model.trainable_weights)
     assert all(metric.variables for metric in model.metrics)
+
+
+@pytest.mark.backends("jax", reason="Keras' JAX convolution")
+def test_wrap_jax_conv_reaches_keras_convolution_layers():
+    from keras.src.backend.jax import nn as jax_nn
+
+    calls = []
+    before = jax_nn.conv
+
+    def counting(conv):
+        def wrapped(*args, **kwargs):
+            calls.append(args[0].shape)
+            return conv(*args, **kwargs)
+
+        return wrapped
+
+    try:
+        keras_internals.wrap_jax_conv(counting)
+        layer = keras.layers.Conv2D(2, 3, padding="same")
+        out = layer(np.ones((1, 5, 5, 3), "float32"))
+    finally:
+        jax_nn.conv = before
+    assert calls == [(1, 5, 5, 3)]
+    # 3x3 of ones over 3 channels: the centre sees all 27 kernel taps.
+    kernel = np.asarray(layer.kernel).sum(axis=(0, 1, 2))
+    np.testing.assert_allclose(np.asarray(out)[0, 2, 2], kernel, rtol=1e-5)

@@ -1,8 +1,9 @@
 """The private Keras APIs kerastl needs, in one place.
 
-Keras 3 has no public way to do the three things below, so kerastl calls
+Keras 3 has no public way to do the four things below, so kerastl calls
 Keras' own private methods here and nowhere else. Checked against Keras
-3.15.1 (`keras/src/layers/layer.py`, `keras/src/trainers/trainer.py`); when
+3.15.1 (`keras/src/layers/layer.py`, `keras/src/trainers/trainer.py`,
+`keras/src/backend/jax/nn.py`); when
 Keras changes, this is the one module to update, and `tests/test_keras_
 internals.py` is the test that says so.
 """
@@ -80,3 +81,26 @@ def build_from_batch(model, data_batch):
     ```
     """
     model._symbolic_build(data_batch=data_batch)
+
+
+def wrap_jax_conv(wrapper):
+    """Replaces Keras' JAX convolution by `wrapper(original)`.
+
+    Every Keras convolution layer and `keras.ops.conv` on the JAX backend
+    reaches XLA through `keras.src.backend.jax.nn.conv`, looked up at each
+    call; kerastl routes the shapes XLA's CPU convolution is slow at
+    elsewhere (`kerastl.utils.jax_cpu`).
+
+    Args:
+        wrapper: callable taking Keras' `conv(inputs, kernel, strides,
+            padding, data_format, dilation_rate)` and returning one with
+            the same signature.
+
+    Example:
+    ```python
+    wrap_jax_conv(lambda conv: functools.partial(conv, padding="same"))
+    ```
+    """
+    from keras.src.backend.jax import nn as jax_nn
+
+    jax_nn.conv = wrapper(jax_nn.conv)

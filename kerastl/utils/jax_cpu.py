@@ -1,0 +1,128 @@
+"""JAX on CPU: convolutions whose output is smaller than their kernel.
+
+XLA's CPU convolution falls off a cliff when a stride-1 convolution's
+output is smaller than its kernel: a 3x3 convolution of 512 channels over
+a 2x2 feature map (batch 32) runs at 2.2 GFLOP/s on this project's CPU,
+against 160 to 190 GFLOP/s for 3x3 maps and larger, and 9.5 GFLOP/s over
+a 1x1 map. A ResNet's last stage has such maps whenever its input is
+under 96 px: at 64 px, keras-hub's ResNet-18 spent 810 of its 870 ms per
+predicted batch of 32 in them, and trained 8x slower on JAX than on
+TensorFlow. The XLA flags that change CPU convolutions (the thunk runtime,
+oneDNN, XNNPACK, the fusion emitters) do not help (docs/benchmarks.md,
+"JAX on CPU"), so kerastl sets none.
+
+`install()` makes Keras' JAX convolution compute those convolutions, and
+only those, as an im2col matrix product (the kernel's taps gathered, then
+one `einsum`), which XLA runs at full speed: 5 ms instead of 270 for the
+case above, equal within float32 rounding, gradients included. Every other
+convolution goes to XLA unchanged, and so does every convolution while
+JAX's default backend is a GPU or TPU.
+"""
+
+import functools
+
+from kerastl.utils import keras_internals
+
+_state = {}
+
+
+def _is_small(inputs, kernel, strides, padding, data_format, dilation_rate):
+    """Whether a convolution has the slow shape: 2-D, channels last, not
+    grouped, stride and dilation 1, output smaller than the kernel."""
+    if inputs.ndim != 4 or data_format != "channels_last":
+        return False
+    if any(value != 1 for value in _pair(strides) + _pair(dilation_rate)):
+        return False
+    if kernel.shape[2] != inputs.shape[3]:
+        return False
+    output = _output_size(inputs.shape[1:3], kernel.shape[:2], padding)
+    return all(
+        out < size for out, size in zip(output, kernel.shape[:2], strict=True)
+    )
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _output_size(spatial, kernel_size, padding):
+    if padding.lower() == "same":
+        return tuple(spatial)
+    return tuple(s - k + 1 for s, k in zip(spatial, kernel_size, strict=True))
+
+
+def _im2col_conv(inputs, kernel, padding):
+    """A stride-1 2-D convolution as one matrix product (channels last)."""
+    import jax.numpy as jnp
+
+    kernel_h, kernel_w = kernel.shape[:2]
+    out_h, out_w = _output_size(
+        inputs.shape[1:3], (kernel_h, kernel_w), padding
+    )
+    if padding.lower() == "same":
+        # Keras' and XLA's "same": the odd pixel of padding goes after.
+        pads = [(k - 1) // 2 for k in (kernel_h, kernel_w)]
+        inputs = jnp.pad(
+            inputs,
+            (
+                (0, 0),
+                (pads[0], kernel_h - 1 - pads[0]),
+                (pads[1], kernel_w - 1 - pads[1]),
+                (0, 0),
+            ),
+        )
+    taps = jnp.stack(
+        [
+            inputs[:, i : i + out_h, j : j + out_w, :]
+            for i in range(kernel_h)
+            for j in range(kernel_w)
+        ],
+        axis=3,
+    )
+    weights = kernel.reshape(kernel_h * kernel_w, *kernel.shape[2:])
+    return jnp.einsum("nhwkc,kco->nhwo", taps, weights)
+
+
+def install():
+    """Routes Keras' small-output JAX convolutions through `einsum` on CPU.
+
+    Does nothing unless Keras runs on JAX; calling it again is harmless.
+
+    Example:
+    ```python
+    kerastl.utils.jax_cpu.install()
+    ```
+    """
+    import keras
+
+    if keras.config.backend() != "jax" or _state.get("installed"):
+        return
+    keras_internals.wrap_jax_conv(_small_maps_by_einsum)
+    _state["installed"] = True
+
+
+def _small_maps_by_einsum(xla_conv):
+    import jax
+    import keras
+
+    @functools.wraps(xla_conv)
+    def conv(
+        inputs,
+        kernel,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+    ):
+        data_format = data_format or keras.config.image_data_format()
+        if jax.default_backend() == "cpu" and _is_small(
+            inputs, kernel, strides, padding, data_format, dilation_rate
+        ):
+            kernel = jax.numpy.asarray(kernel)
+            inputs = jax.numpy.asarray(inputs, dtype=kernel.dtype)
+            return _im2col_conv(inputs, kernel, padding)
+        return xla_conv(
+            inputs, kernel, strides, padding, data_format, dilation_rate
+        )
+
+    return conv

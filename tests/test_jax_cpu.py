@@ -1,0 +1,102 @@
+"""Small-output convolutions as matrix products on JAX's CPU backend."""
+
+import keras
+import numpy as np
+import pytest
+
+import kerastl
+from kerastl.bench import peers
+from kerastl.utils import jax_cpu
+
+pytestmark = pytest.mark.backends(
+    "jax", reason="rewrites Keras' JAX convolution only"
+)
+
+
+@pytest.fixture(autouse=True)
+def installed():
+    # What any use of kerastl's models does first.
+    kerastl.TransferClassifier  # noqa: B018
+    from keras.src.backend.jax import nn as jax_nn
+
+    return jax_nn.conv
+
+
+def _xla(conv):
+    """Keras' own JAX convolution, as it was before `install`."""
+    return conv.__wrapped__
+
+
+CASES = [
+    # (input shape, kernel shape, padding): outputs smaller than kernels.
+    ((4, 2, 2, 16), (3, 3, 16, 8), "same"),
+    ((4, 1, 1, 16), (3, 3, 16, 8), "same"),
+    ((4, 4, 5, 16), (3, 3, 16, 8), "valid"),
+    ((4, 2, 3, 8), (5, 3, 8, 8), "same"),
+]
+
+
+@pytest.mark.parametrize("shapes", CASES, ids=["2x2", "1x1", "valid", "5x3"])
+def test_small_maps_match_xla_values_and_gradients(installed, shapes):
+    import jax
+
+    input_shape, kernel_shape, padding = shapes
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=input_shape).astype("float32")
+    w = rng.normal(size=kernel_shape).astype("float32")
+
+    def loss(conv):
+        return lambda x, w: (
+            conv(x, w, 1, padding, "channels_last", 1) ** 2
+        ).sum()
+
+    ours = installed(x, w, 1, padding, "channels_last", 1)
+    xla = _xla(installed)(x, w, 1, padding, "channels_last", 1)
+    assert ours.shape == xla.shape
+    np.testing.assert_allclose(ours, xla, rtol=1e-5, atol=1e-4)
+    for a, b in zip(
+        jax.grad(loss(installed), argnums=(0, 1))(x, w),
+        jax.grad(loss(_xla(installed)), argnums=(0, 1))(x, w),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_only_small_maps_on_the_cpu_take_the_matrix_product(
+    installed, monkeypatch
+):
+    import jax
+
+    calls = []
+    im2col = jax_cpu._im2col_conv
+    monkeypatch.setattr(
+        jax_cpu, "_im2col_conv", lambda *a: calls.append(a) or im2col(*a)
+    )
+    w = np.ones((3, 3, 4, 4), "float32")
+
+    def conv(shape, **kwargs):
+        arguments = dict(strides=1, padding="same", data_format=None)
+        arguments.update(kwargs)
+        installed(np.ones(shape, "float32"), w, **arguments)
+        return len(calls)
+
+    assert conv((2, 2, 2, 4)) == 1
+    assert conv((2, 3, 3, 4)) == 1  # 3x3 maps: XLA is fast there
+    assert conv((2, 4, 4, 4), strides=2) == 1  # strided: XLA is fast
+    assert conv((2, 4, 2, 2), data_format="channels_first") == 1
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert conv((2, 2, 2, 4)) == 1  # never on a GPU or TPU
+
+
+def test_a_resnet_at_64_px_predicts_as_with_xla(installed, monkeypatch):
+    import jax
+
+    backbone, _ = peers.built_in_backbone("resnet18", 64)
+    images = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3))
+    ours = np.asarray(backbone(images.astype("float32")))
+    # The same layers, every convolution through XLA.
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    xla = np.asarray(backbone(images.astype("float32")))
+    assert ours.shape == (2, 2, 2, 512)
+    np.testing.assert_allclose(ours, xla, rtol=1e-4, atol=1e-4)
+    assert keras.config.backend() == "jax"
