@@ -60,7 +60,7 @@ def seeded():
 
 @pytest.fixture(autouse=True)
 def feature_cache_dir(tmp_path_factory, monkeypatch):
-    # Runs that cache features write to a per-session folder, never to the
-    # user's ~/.cache.
+    # Cached features and prepared images go to a per-session folder, never
+    # to the user's ~/.cache.
     root = tmp_path_factory.getbasetemp() / "feature-cache"
     monkeypatch.setenv("KERASTL_CACHE_DIR", str(root))
