@@ -84,6 +84,14 @@ def test_only_small_maps_on_the_cpu_take_the_matrix_product(
     assert conv((2, 3, 3, 4)) == 1  # 3x3 maps: XLA is fast there
     assert conv((2, 4, 4, 4), strides=2) == 1  # strided: XLA is fast
     assert conv((2, 4, 2, 2), data_format="channels_first") == 1
+    # Exported with the batch size left open, to run elsewhere (TFLite):
+    # XLA's own convolution, which the converters reproduce.
+    (batch,) = jax.export.symbolic_shape("b")
+    exported = jax.export.export(
+        jax.jit(lambda x: installed(x, w, 1, "same", None, 1))
+    )(jax.ShapeDtypeStruct((batch, 2, 2, 4), "float32"))
+    assert exported.out_avals[0].shape[1:] == (2, 2, 4)
+    assert len(calls) == 1
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert conv((2, 2, 2, 4)) == 1  # never on a GPU or TPU
 
