@@ -28,19 +28,27 @@ def _xla(conv):
 
 
 CASES = [
-    # (input shape, kernel shape, padding): outputs smaller than kernels.
-    ((4, 2, 2, 16), (3, 3, 16, 8), "same"),
-    ((4, 1, 1, 16), (3, 3, 16, 8), "same"),
-    ((4, 4, 5, 16), (3, 3, 16, 8), "valid"),
-    ((4, 2, 3, 8), (5, 3, 8, 8), "same"),
+    # (input shape, kernel shape, strides, padding): outputs smaller than
+    # kernels.
+    ((4, 2, 2, 16), (3, 3, 16, 8), 1, "same"),
+    ((4, 1, 1, 16), (3, 3, 16, 8), 1, "same"),
+    ((4, 4, 5, 16), (3, 3, 16, 8), 1, "valid"),
+    ((4, 2, 3, 8), (5, 3, 8, 8), 1, "same"),
+    ((4, 4, 4, 16), (3, 3, 16, 8), 2, "same"),
+    ((4, 3, 4, 16), (3, 3, 16, 8), (2, 2), "same"),
+    ((4, 6, 5, 16), (3, 3, 16, 8), 2, "valid"),
 ]
 
 
-@pytest.mark.parametrize("shapes", CASES, ids=["2x2", "1x1", "valid", "5x3"])
+@pytest.mark.parametrize(
+    "shapes",
+    CASES,
+    ids=["2x2", "1x1", "valid", "5x3", "stride-2", "odd-stride-2", "valid-2"],
+)
 def test_small_maps_match_xla_values_and_gradients(installed, shapes):
     import jax
 
-    input_shape, kernel_shape, padding = shapes
+    input_shape, kernel_shape, strides, padding = shapes
     rng = np.random.default_rng(0)
     x = rng.normal(size=input_shape).astype("float32")
     w = rng.normal(size=kernel_shape).astype("float32")
@@ -50,8 +58,8 @@ def test_small_maps_match_xla_values_and_gradients(installed, shapes):
             conv(x, w, 1, padding, "channels_last", 1) ** 2
         ).sum()
 
-    ours = installed(x, w, 1, padding, "channels_last", 1)
-    xla = _xla(installed)(x, w, 1, padding, "channels_last", 1)
+    ours = installed(x, w, strides, padding, "channels_last", 1)
+    xla = _xla(installed)(x, w, strides, padding, "channels_last", 1)
     assert ours.shape == xla.shape
     np.testing.assert_allclose(ours, xla, rtol=1e-5, atol=1e-4)
     for a, b in zip(
@@ -82,8 +90,9 @@ def test_only_small_maps_on_the_cpu_take_the_matrix_product(
 
     assert conv((2, 2, 2, 4)) == 1
     assert conv((2, 3, 3, 4)) == 1  # 3x3 maps: XLA is fast there
-    assert conv((2, 4, 4, 4), strides=2) == 1  # strided: XLA is fast
-    assert conv((2, 4, 2, 2), data_format="channels_first") == 1
+    assert conv((2, 6, 6, 4), strides=2) == 1  # 3x3 out: XLA is fast
+    assert conv((2, 4, 4, 4), strides=2) == 2  # 2x2 out
+    assert conv((2, 4, 2, 2), data_format="channels_first") == 2
     # Exported with the batch size left open, to run elsewhere (TFLite):
     # XLA's own convolution, which the converters reproduce.
     (batch,) = jax.export.symbolic_shape("b")
@@ -91,9 +100,9 @@ def test_only_small_maps_on_the_cpu_take_the_matrix_product(
         jax.jit(lambda x: installed(x, w, 1, "same", None, 1))
     )(jax.ShapeDtypeStruct((batch, 2, 2, 4), "float32"))
     assert exported.out_avals[0].shape[1:] == (2, 2, 4)
-    assert len(calls) == 1
+    assert len(calls) == 2
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert conv((2, 2, 2, 4)) == 1  # never on a GPU or TPU
+    assert conv((2, 2, 2, 4)) == 2  # never on a GPU or TPU
 
 
 def test_a_resnet_at_64_px_predicts_as_with_xla(installed, monkeypatch):

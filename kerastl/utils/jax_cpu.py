@@ -1,20 +1,22 @@
 """JAX on CPU: convolutions whose output is smaller than their kernel.
 
-XLA's CPU convolution falls off a cliff when a stride-1 convolution's
-output is smaller than its kernel: a 3x3 convolution of 512 channels over
-a 2x2 feature map (batch 32) runs at 2.2 GFLOP/s on this project's CPU,
-against 160 to 190 GFLOP/s for 3x3 maps and larger, and 9.5 GFLOP/s over
-a 1x1 map. A ResNet's last stage has such maps whenever its input is
+XLA's CPU convolution falls off a cliff when a convolution's output is
+smaller than its kernel: a 3x3 convolution of 512 channels over a 2x2
+feature map (batch 32) runs at 2.2 GFLOP/s on this project's CPU, against
+160 to 190 GFLOP/s for 3x3 maps and larger, and 9.5 GFLOP/s over a 1x1
+map; the gradient of a stride-2 3x3 convolution from 4x4 to 2x2 takes
+71 ms instead of 7. A ResNet's last stage has such maps whenever its input is
 under 96 px: at 64 px, keras-hub's ResNet-18 spent 810 of its 870 ms per
-predicted batch of 32 in them, and trained 8x slower on JAX than on
-TensorFlow. The XLA flags that change CPU convolutions (the thunk runtime,
-oneDNN, XNNPACK, the fusion emitters) do not help (docs/benchmarks.md,
-"JAX on CPU"), so kerastl sets none.
+predicted batch of 32 in them, and trained 10x slower on JAX than on
+TensorFlow (1.7x with this module). The XLA flags that change CPU
+convolutions (the thunk runtime, oneDNN, XNNPACK, the fusion emitters) do
+not help (docs/benchmarks.md, "JAX on CPU"), so kerastl sets none.
 
 `install()` makes Keras' JAX convolution compute those convolutions, and
-only those, as an im2col matrix product (the kernel's taps gathered, then
-one `einsum`), which XLA runs at full speed: 5 ms instead of 270 for the
-case above, equal within float32 rounding, gradients included. Every other
+only those (larger maps are faster through XLA), as an im2col matrix
+product (the kernel's taps gathered, then one `einsum`), which XLA runs at
+full speed: 5 ms instead of 270 for the case above, equal within float32
+rounding, gradients included. Every other
 convolution goes to XLA unchanged, and so does every convolution while
 JAX's default backend is a GPU or TPU, and every one traced with a
 symbolic size (an export, whose converters reproduce XLA's convolution).
@@ -29,7 +31,7 @@ _state = {}
 
 def _is_small(inputs, kernel, strides, padding, data_format, dilation_rate):
     """Whether a convolution has the slow shape: 2-D, channels last, not
-    grouped, stride and dilation 1, output smaller than the kernel."""
+    grouped, not dilated, output smaller than the kernel."""
     if inputs.ndim != 4 or data_format != "channels_last":
         return False
     if not all(isinstance(size, int) for size in inputs.shape):
@@ -37,11 +39,13 @@ def _is_small(inputs, kernel, strides, padding, data_format, dilation_rate):
         # left open), to run elsewhere; TFLite reproduces XLA's convolution
         # there, not this rewrite.
         return False
-    if any(value != 1 for value in _pair(strides) + _pair(dilation_rate)):
+    if any(value != 1 for value in _pair(dilation_rate)):
         return False
     if kernel.shape[2] != inputs.shape[3]:
         return False
-    output = _output_size(inputs.shape[1:3], kernel.shape[:2], padding)
+    output = _output_size(
+        inputs.shape[1:3], kernel.shape[:2], _pair(strides), padding
+    )
     return all(
         out < size for out, size in zip(output, kernel.shape[:2], strict=True)
     )
@@ -51,46 +55,57 @@ def _pair(value):
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-def _output_size(spatial, kernel_size, padding):
+def _output_size(spatial, kernel_size, strides, padding):
     if padding.lower() == "same":
-        return tuple(spatial)
-    return tuple(s - k + 1 for s, k in zip(spatial, kernel_size, strict=True))
+        return tuple(
+            -(-size // step)
+            for size, step in zip(spatial, strides, strict=True)
+        )
+    return tuple(
+        (size - k) // step + 1
+        for size, k, step in zip(spatial, kernel_size, strides, strict=True)
+    )
 
 
-def _im2col_conv(inputs, kernel, padding):
-    """A stride-1 2-D convolution as one matrix product (channels last)."""
+def _im2col_conv(inputs, kernel, strides, padding):
+    """A 2-D convolution as one matrix product (channels last)."""
     import jax.numpy as jnp
     from jax import lax
 
-    kernel_h, kernel_w = kernel.shape[:2]
-    out_h, out_w = _output_size(
-        inputs.shape[1:3], (kernel_h, kernel_w), padding
-    )
+    kernel_size = kernel.shape[:2]
+    strides = _pair(strides)
+    output = _output_size(inputs.shape[1:3], kernel_size, strides, padding)
     if padding.lower() == "same":
-        # Keras' and XLA's "same": the odd pixel of padding goes after.
-        pads = [(k - 1) // 2 for k in (kernel_h, kernel_w)]
+        # XLA's (and TensorFlow's) "same": the odd pixel of padding goes
+        # after.
+        totals = [
+            max((out - 1) * step + k - size, 0)
+            for out, step, k, size in zip(
+                output, strides, kernel_size, inputs.shape[1:3], strict=True
+            )
+        ]
         inputs = jnp.pad(
             inputs,
-            (
-                (0, 0),
-                (pads[0], kernel_h - 1 - pads[0]),
-                (pads[1], kernel_w - 1 - pads[1]),
-                (0, 0),
-            ),
+            ((0, 0), *((t // 2, t - t // 2) for t in totals), (0, 0)),
         )
     # Slices, not indexing, which can become a gather.
     rows = [
-        lax.slice_in_dim(inputs, i, i + out_h, axis=1) for i in range(kernel_h)
+        lax.slice_in_dim(
+            inputs, i, i + (output[0] - 1) * strides[0] + 1, strides[0], axis=1
+        )
+        for i in range(kernel_size[0])
     ]
     taps = jnp.stack(
         [
-            lax.slice_in_dim(row, j, j + out_w, axis=2)
+            lax.slice_in_dim(
+                row, j, j + (output[1] - 1) * strides[1] + 1, strides[1], axis=2
+            )
             for row in rows
-            for j in range(kernel_w)
+            for j in range(kernel_size[1])
         ],
         axis=3,
     )
-    weights = kernel.reshape(kernel_h * kernel_w, *kernel.shape[2:])
+    weights = kernel.reshape(-1, *kernel.shape[2:])
     return jnp.einsum("nhwkc,kco->nhwo", taps, weights)
 
 
@@ -131,7 +146,7 @@ def _small_maps_by_einsum(xla_conv):
         ):
             kernel = jax.numpy.asarray(kernel)
             inputs = jax.numpy.asarray(inputs, dtype=kernel.dtype)
-            return _im2col_conv(inputs, kernel, padding)
+            return _im2col_conv(inputs, kernel, strides, padding)
         return xla_conv(
             inputs, kernel, strides, padding, data_format, dilation_rate
         )
