@@ -30,13 +30,13 @@ def _xla(conv):
 CASES = [
     # (input shape, kernel shape, strides, padding): outputs smaller than
     # kernels.
-    ((4, 2, 2, 16), (3, 3, 16, 8), 1, "same"),
-    ((4, 1, 1, 16), (3, 3, 16, 8), 1, "same"),
-    ((4, 4, 5, 16), (3, 3, 16, 8), 1, "valid"),
-    ((4, 2, 3, 8), (5, 3, 8, 8), 1, "same"),
-    ((4, 4, 4, 16), (3, 3, 16, 8), 2, "same"),
-    ((4, 3, 4, 16), (3, 3, 16, 8), (2, 2), "same"),
-    ((4, 6, 5, 16), (3, 3, 16, 8), 2, "valid"),
+    ((2, 2, 2, 128), (3, 3, 128, 128), 1, "same"),
+    ((2, 1, 1, 128), (3, 3, 128, 128), 1, "same"),
+    ((2, 4, 5, 128), (3, 3, 128, 128), 1, "valid"),
+    ((2, 2, 3, 128), (5, 3, 128, 128), 1, "same"),
+    ((2, 4, 4, 128), (3, 3, 128, 128), 2, "same"),
+    ((2, 3, 4, 128), (3, 3, 128, 128), (2, 2), "same"),
+    ((2, 6, 5, 128), (3, 3, 128, 128), 2, "valid"),
 ]
 
 
@@ -80,7 +80,7 @@ def test_only_small_maps_on_the_cpu_take_the_matrix_product(
     monkeypatch.setattr(
         jax_cpu, "_im2col_conv", lambda *a: calls.append(a) or im2col(*a)
     )
-    w = np.ones((3, 3, 4, 4), "float32")
+    w = np.ones((3, 3, 128, 128), "float32")
 
     def conv(shape, **kwargs):
         arguments = dict(strides=1, padding="same", data_format=None)
@@ -88,21 +88,24 @@ def test_only_small_maps_on_the_cpu_take_the_matrix_product(
         installed(np.ones(shape, "float32"), w, **arguments)
         return len(calls)
 
-    assert conv((2, 2, 2, 4)) == 1
-    assert conv((2, 3, 3, 4)) == 1  # 3x3 maps: XLA is fast there
-    assert conv((2, 6, 6, 4), strides=2) == 1  # 3x3 out: XLA is fast
-    assert conv((2, 4, 4, 4), strides=2) == 2  # 2x2 out
-    assert conv((2, 4, 2, 2), data_format="channels_first") == 2
+    assert conv((1, 2, 2, 128)) == 1
+    assert conv((1, 3, 3, 128)) == 1  # 3x3 maps: XLA is fast there
+    assert conv((1, 6, 6, 128), strides=2) == 1  # 3x3 out: XLA is fast
+    assert conv((1, 4, 4, 128), strides=2) == 2  # 2x2 out
+    small = np.ones((3, 3, 16, 16), "float32")
+    installed(np.ones((1, 2, 2, 16), "float32"), small, 1, "same", None, 1)
+    assert len(calls) == 2  # few channels: fast enough through XLA
+    assert conv((1, 128, 2, 2), data_format="channels_first") == 2
     # Exported with the batch size left open, to run elsewhere (TFLite):
     # XLA's own convolution, which the converters reproduce.
     (batch,) = jax.export.symbolic_shape("b")
     exported = jax.export.export(
         jax.jit(lambda x: installed(x, w, 1, "same", None, 1))
-    )(jax.ShapeDtypeStruct((batch, 2, 2, 4), "float32"))
-    assert exported.out_avals[0].shape[1:] == (2, 2, 4)
+    )(jax.ShapeDtypeStruct((batch, 2, 2, 128), "float32"))
+    assert exported.out_avals[0].shape[1:] == (2, 2, 128)
     assert len(calls) == 2
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert conv((2, 2, 2, 4)) == 2  # never on a GPU or TPU
+    assert conv((1, 2, 2, 128)) == 2  # never on a GPU or TPU
 
 
 def test_a_resnet_at_64_px_predicts_as_with_xla(installed, monkeypatch):
