@@ -64,10 +64,13 @@ def test_padded_rows_of_uneven_batches_do_not_count(two_devices):
         assert labels.tolist() == (np.arange(21) % 3).tolist()
         expected = metrics.accuracy_score(labels, logits.argmax(-1))
         assert result["uneven_accuracy"] == pytest.approx(expected)
+    # After three training steps whose gradients were summed in another
+    # order (and per-device batches that XLA tiles differently), float32
+    # logits of about 1 agree to about 1e-5; CI measured 2.1e-5 apart.
     np.testing.assert_allclose(
         two_devices["data-parallel"]["predicted_logits"],
         two_devices["none"]["predicted_logits"],
-        atol=1e-5,
+        atol=1e-4,
     )
 
 
