@@ -56,7 +56,8 @@ def _kerastl():
 
 
 def fit(recipe, run_dir, overrides, args, reused):
-    """Runs `kerastl fit` on a recipe; returns its metrics.json.
+    """Runs `kerastl fit` on a recipe (a name under recipes/, or a path);
+    returns its metrics.json.
 
     A finished run in `run_dir` is read instead, and an interrupted one is
     resumed (`kerastl fit --resume`); `reused` collects both.
@@ -71,7 +72,10 @@ def fit(recipe, run_dir, overrides, args, reused):
         command += ["--resume", str(run_dir)]
         reused.append(run_dir)
     else:
-        command += [str(RECIPES / f"{recipe}.py"), "--output-dir", str(run_dir)]
+        path = (
+            recipe if str(recipe).endswith(".py") else RECIPES / f"{recipe}.py"
+        )
+        command += [str(path), "--output-dir", str(run_dir)]
         command += [arg for item in overrides for arg in ("--set", item)]
         command += ["--smoke"] if args.smoke else []
     command += ["--backend", args.backend]

@@ -32,6 +32,8 @@ _LAZY_ATTRIBUTES = {
     "Stage": "kerastl.train.stage",
     "fine_tune": "kerastl.train.stages",
     "Distiller": "kerastl.train.distillation",
+    "select": "kerastl.runs.select",
+    "doctor": "kerastl.runs.doctor",
 }
 
 __all__ = ["__version__", *_LAZY_ATTRIBUTES]

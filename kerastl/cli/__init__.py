@@ -4,7 +4,8 @@ Keras fixes its backend on first import, so the CLI imports neither Keras
 nor kerastl's model modules at the top: each command imports them in its
 body, after the backend is chosen (`options.select_backend`). One module
 per command group: `train` (fit, lr-find), `evaluate` (evaluate, compare),
-`deploy` (predict, export), `info` (info, presets, bench); `errors` turns
+`deploy` (predict, export), `info` (info, presets, bench), `inspection`
+(select, doctor); `errors` turns
 kerastl's exceptions into one-paragraph messages.
 """
 
@@ -17,6 +18,7 @@ from kerastl import __version__
 from kerastl.cli import deploy
 from kerastl.cli import evaluate
 from kerastl.cli import info
+from kerastl.cli import inspection
 from kerastl.cli import train
 from kerastl.utils import logs
 
@@ -52,5 +54,7 @@ for _command in (
     train.lr_find,
     info.info,
     info.bench,
+    inspection.select,
+    inspection.doctor,
 ):
     cli.add_command(_command)

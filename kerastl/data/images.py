@@ -12,6 +12,7 @@ and large images are decoded reduced to the size the model needs.
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import errno
 import os
 import stat
@@ -261,6 +262,56 @@ def read_rgb(path, min_size=None, max_pixels=MAX_PIXELS):
     """
     pixels = _read(path, min_size, max_pixels)
     return pixels if min_size is None else shrink(pixels, min_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, without decoding its pixels.
+
+    Args:
+        height: int. As stored (before any EXIF rotation).
+        width: int.
+        grayscale: bool. One channel (PIL modes `1`, `L`, `LA`, `I`,
+            `I;16`, `F`).
+
+    Example:
+    ```python
+    kerastl.data.images.header("cat.png").width
+    ```
+    """
+
+    height: int
+    width: int
+    grayscale: bool
+
+
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def header(path):
+    """Reads an image file's size and colour mode from its header.
+
+    Args:
+        path: str or path-like. A readable image file.
+
+    Returns:
+        An `ImageHeader`.
+
+    Raises:
+        UnreadableImageError: the file cannot be read as an image.
+
+    Example:
+    ```python
+    kerastl.data.images.header("cat.png")  # ImageHeader(375, 500, False)
+    ```
+    """
+    with _open_regular(path) as file:
+        try:
+            with Image.open(file) as image:
+                width, height = image.size
+                return ImageHeader(height, width, image.mode in _GRAY_MODES)
+        except (OSError, ValueError) as error:
+            raise UnreadableImageError(f"corrupt: {error}") from error
 
 
 def check_file(path, max_pixels=MAX_PIXELS):

@@ -207,12 +207,7 @@ def _load_local(
         splits["train"] = _sample_per_class(
             splits["train"], spec.train_per_class, class_names, seed, smoke
         )
-    datasets = {
-        split: pipeline.examples_dataset(examples)
-        for split, examples in splits.items()
-    }
-    counts = {split: len(examples) for split, examples in splits.items()}
-    return class_names, datasets, counts, skipped
+    return class_names, splits, skipped
 
 
 def _load_tfds(spec, *, multi_label, seed, num_classes, smoke, batch_size):
@@ -270,6 +265,7 @@ def load_data(
     augment=None,
     num_classes=None,
     smoke=False,
+    ordered=False,
 ):
     """Loads a dataset as batched, model-ready `tf.data` splits.
 
@@ -301,6 +297,10 @@ def load_data(
             folder, CSV, array and IDX sources keep their first examples,
             and absent IDX files give random stand-ins. Defaults to
             `False`.
+        ordered: bool. Every split in source order, neither shuffled nor
+            augmented, with `DataBundle.examples` saying what each
+            example is: for inspecting data (`kerastl doctor`, `kerastl
+            select`) rather than training on it. Defaults to `False`.
 
     Returns:
         A `DataBundle`.
@@ -344,17 +344,24 @@ def load_data(
     )
     skipped = []
     prepared = None
+    examples = None
     if spec.source == "tfds":
         class_names, datasets, counts = _load_tfds(spec, **kwargs)
         _check_labels(class_names, {}, multi_label, num_classes, spec)
+        examples = dict.fromkeys(datasets)
     else:
         if spec.source in ("folder", "csv") and spec.cache_images:
             prepared = PreparedImages(
                 pipeline.decode_size(image_size), spec.max_pixels
             )
-        class_names, datasets, counts, skipped = _load_local(
+        class_names, examples, skipped = _load_local(
             spec, prepared=prepared, **kwargs
         )
+        datasets = {
+            split: pipeline.examples_dataset(split_examples)
+            for split, split_examples in examples.items()
+        }
+        counts = {split: len(part) for split, part in examples.items()}
     splits = {
         split: pipeline.make_split(
             dataset,
@@ -362,7 +369,7 @@ def load_data(
             batch_size=batch_size,
             num_classes=len(class_names),
             multi_label=multi_label,
-            training=split == "train",
+            training=split == "train" and not ordered,
             seed=seed,
             augment=augment,
             count=counts[split],
@@ -377,6 +384,7 @@ def load_data(
         num_examples=counts,
         skipped=sorted(skipped, key=lambda s: s.path),
         multi_label=multi_label,
+        examples=examples if ordered else None,
     )
 
 

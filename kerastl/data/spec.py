@@ -259,6 +259,10 @@ class DataBundle:
         num_examples: dict. The number of examples in each split.
         skipped: list of `SkippedFile`. Files left out, with the reason.
         multi_label: bool. Whether labels are multi-hot.
+        examples: dict or `None`. Only when loaded `ordered`: each split's
+            `kerastl.data.examples.Examples` (file paths or image arrays,
+            and labels) in the order its dataset yields them; `None` for
+            a tfds split, whose examples come from the dataset alone.
 
     Example:
     ```python
@@ -274,3 +278,4 @@ class DataBundle:
     num_examples: dict
     skipped: list
     multi_label: bool
+    examples: dict | None = None

@@ -5,9 +5,12 @@ and no global figure state, so plotting is safe from any thread and leaks
 nothing between calls.
 """
 
+import math
 import pathlib
 
+import numpy as np
 from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 from kerastl.utils import atomic
 
@@ -53,3 +56,46 @@ def colors(count):
     if count <= 20:
         return [colormaps["tab20"](i) for i in range(count)]
     return [colormaps["viridis"](i / (count - 1)) for i in range(count)]
+
+
+def image_grid(images, captions, path, title, columns=None):
+    """Draws images in a grid, each with a caption; returns the path.
+
+    Args:
+        images: list of arrays `(height, width, 3)` or `(height, width, 1)`,
+            uint8 or float in [0, 255].
+        captions: list of str, one per image; drawn as typed (long ones
+            should contain line breaks).
+        path: str or path-like. Where to write the PNG.
+        title: str. The figure's title.
+        columns: int or `None`. Images per row; `None` makes the grid
+            about square.
+
+    Example:
+    ```python
+    kerastl.evaluate.drawing.image_grid(
+        [cat, dog], ["cat.jpg", "dog.jpg"], "grid.png", "Two pets"
+    )
+    ```
+    """
+    count = max(1, len(images))
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    figure = Figure(
+        figsize=(2.6 * columns, 2.8 * rows + 0.4), layout="constrained"
+    )
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    # The grid may have more cells than images; the spare ones stay blank.
+    for ax, image, caption in zip(axes, images, captions, strict=False):
+        image = np.clip(np.asarray(image, dtype=np.float32), 0, 255) / 255.0
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        if image.ndim == 2:
+            ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+        else:
+            ax.imshow(image)
+        ax.set_title(caption, fontsize=8, **LITERAL)
+    figure.suptitle(title, **LITERAL)
+    return save(figure, path)

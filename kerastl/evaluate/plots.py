@@ -192,7 +192,7 @@ def _mark_stages(axes, rows, epochs):
     stages.tick_params(length=0)
 
 
-def comparison(runs, columns, path):
+def comparison(runs, columns, path, title="Run comparison"):
     """Bar charts comparing runs, one panel per measure.
 
     Args:
@@ -200,6 +200,7 @@ def comparison(runs, columns, path):
         columns: dict of measure name to a list of values (one per run;
             `None` where a run lacks it).
         path: str or path-like. Where to write the PNG.
+        title: str. The figure's title. Defaults to `"Run comparison"`.
 
     Returns:
         The `pathlib.Path` written.
@@ -233,5 +234,51 @@ def comparison(runs, columns, path):
         ax.grid(True, axis="x", alpha=0.3)
     for ax in axes[len(names) :]:
         ax.axis("off")
-    figure.suptitle("Run comparison")
+    figure.suptitle(title, **drawing.LITERAL)
+    return drawing.save(figure, path)
+
+
+def score_vs_speed(names, speeds, scores, score_name, path):
+    """Each candidate as a point: inference speed against its score.
+
+    The best trade-offs sit top right. Speed is on a log axis, as
+    backbones differ in speed by orders of magnitude.
+
+    Args:
+        names: list of str, one per candidate.
+        speeds: list of float. Images per second.
+        scores: list of float.
+        score_name: str. The y-axis label.
+        path: str or path-like. Where to write the PNG.
+
+    Returns:
+        The `pathlib.Path` written.
+
+    Example:
+    ```python
+    kerastl.evaluate.plots.score_vs_speed(
+        ["resnet_50_imagenet", "dinov2_small"], [41.0, 22.5], [0.91, 0.95],
+        "probe accuracy", "score_vs_speed.png",
+    )
+    ```
+    """
+    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = figure.subplots()
+    for name, speed, score, color in zip(
+        names, speeds, scores, drawing.colors(len(names)), strict=True
+    ):
+        ax.scatter([speed], [score], color=color, s=40, zorder=3)
+        ax.annotate(
+            name,
+            (speed, score),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=8,
+            **drawing.LITERAL,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("inference images/s (this machine)")
+    ax.set_ylabel(score_name, **drawing.LITERAL)
+    ax.grid(True, alpha=0.3)
+    ax.set_title("Score against speed: best top right")
     return drawing.save(figure, path)

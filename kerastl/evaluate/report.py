@@ -311,3 +311,26 @@ def figure_links(figures):
     return "\n\n".join(
         f"![{caption}]({path})" for caption, path in figures.items()
     )
+
+
+def markdown_table(header, rows):
+    """A Markdown table; `|` in cells is escaped.
+
+    Args:
+        header: sequence of str.
+        rows: sequence of sequences of str, as long as `header`.
+
+    Example:
+    ```python
+    kerastl.evaluate.report.markdown_table(["a", "b"], [["1", "2"]])
+    ```
+    """
+
+    def line(cells):
+        return (
+            "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+        )
+
+    lines = [line(header), line(["---"] * len(header))]
+    lines += [line(row) for row in rows]
+    return "\n".join(lines)

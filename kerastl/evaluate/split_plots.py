@@ -7,8 +7,6 @@ names are drawn exactly as typed: `$x_1$` or `a_b$c` is text, never
 mathtext or LaTeX.
 """
 
-import math
-
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn import metrics
@@ -466,37 +464,23 @@ def confident_mistakes(
         ax.text(0.5, 0.5, "No mistakes", ha="center", va="center")
         return drawing.save(figure, path)
 
-    columns = math.ceil(math.sqrt(len(chosen)))
-    rows = math.ceil(len(chosen) / columns)
-    figure = Figure(
-        figsize=(2.6 * columns, 2.8 * rows + 0.4), layout="constrained"
-    )
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax in axes:
-        ax.axis("off")
-    # The grid may have more cells than images; the spare ones stay blank.
-    for ax, index in zip(axes, chosen, strict=False):
-        image = np.clip(np.asarray(images[index], dtype=np.float32), 0, 255)
-        image = image / 255.0
-        if image.ndim == 3 and image.shape[-1] == 1:
-            image = image[..., 0]
-        if image.ndim == 2:
-            ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
-        else:
-            ax.imshow(image)
+    captions = []
+    for index in chosen:
         true_name = _label_name(class_names, truth[index])
         pred_name = _label_name(class_names, predicted[index])
         title = f"true: {true_name} / pred: {pred_name} ({scores[index]:.2f})"
         # Long class names would run into the next image.
         if len(title) > 32:
             title = title.replace(" / ", " /\n")
-        ax.set_title(title, fontsize=8, **drawing.LITERAL)
+        captions.append(title)
     wrong, total = counts or (int((truth != predicted).sum()), len(truth))
-    figure.suptitle(
+    return drawing.image_grid(
+        [images[index] for index in chosen],
+        captions,
+        path,
         f"Most confident mistakes: {len(chosen)} of {wrong} wrong "
-        f"predictions out of {total}"
+        f"predictions out of {total}",
     )
-    return drawing.save(figure, path)
 
 
 def _square(matrix):

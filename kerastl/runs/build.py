@@ -144,9 +144,12 @@ def build_model(recipe, class_names, converter):
         )
 
 
-def load_recipe_data(recipe, image_size, smoke=False, batch_size=None):
+def load_recipe_data(
+    recipe, image_size, smoke=False, batch_size=None, ordered=False
+):
     """Loads the recipe's data at `image_size` (see `kerastl.data`), in
-    batches of `batch_size` (default: the recipe's).
+    batches of `batch_size` (default: the recipe's); `ordered` as in
+    `kerastl.data.load_data`.
 
     Example:
     ```python
@@ -162,6 +165,7 @@ def load_recipe_data(recipe, image_size, smoke=False, batch_size=None):
         augment=recipe.augment,
         num_classes=recipe.num_classes,
         smoke=smoke,
+        ordered=ordered,
     )
 
 

@@ -3,6 +3,7 @@ the list of every field with its default that ends `kerastl fit --help`.
 """
 
 import dataclasses
+import pathlib
 import re
 
 from kerastl.data import Augment
@@ -169,3 +170,101 @@ def fields_help():
             lines.append(f"  {prefix}{field.name} [{default}] {text}".rstrip())
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def python_source(recipe, docstring):
+    """The recipe as a recipe file: Python that `kerastl fit` can run.
+
+    Only fields that differ from their defaults are written.
+
+    Args:
+        recipe: a `kerastl.Recipe` whose data is not in-memory arrays
+            (they have no text form).
+        docstring: str. The file's docstring.
+
+    Returns:
+        A str.
+
+    Example:
+    ```python
+    pathlib.Path("best.py").write_text(
+        kerastl.runs.recipe_text.python_source(recipe, "The winner.")
+    )
+    ```
+    """
+    if recipe.data.source == "arrays":
+        raise ValueError(
+            "A recipe of in-memory arrays cannot be written as a file: the "
+            "arrays have no text form. Save the images to a folder or CSV "
+            "and point a recipe at it."
+        )
+    lines = [f'"""{docstring}"""', ""]
+    lines += [f"from kerastl import {name}" for name in ("Recipe", "Stage")] + [
+        f"from kerastl.data import {name}" for name in ("Augment", "DataSpec")
+    ]
+    lines += ["", "recipe = Recipe("]
+    for key, value in _changed(recipe):
+        if key == "stages":
+            lines.append("    stages=(")
+            lines += [f"        {_call(stage)}," for stage in value]
+            lines.append("    ),")
+        elif dataclasses.is_dataclass(value):
+            lines.append(f"    {key}={_call(value)},")
+        else:
+            lines.append(f"    {key}={value!r},")
+    lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+def _call(obj):
+    arguments = ", ".join(f"{key}={value!r}" for key, value in _changed(obj))
+    return f"{type(obj).__name__}({arguments})"
+
+
+def write_recipe(recipe, path, docstring):
+    """Writes `python_source(recipe, docstring)` to a new file `path`.
+
+    Never replaces a file: the recipe might be one the user wrote.
+
+    Args:
+        recipe: a `kerastl.Recipe`.
+        path: path of a `.py` file that does not exist yet.
+        docstring: str.
+
+    Returns:
+        The `pathlib.Path` written.
+
+    Example:
+    ```python
+    kerastl.runs.recipe_text.write_recipe(recipe, "best.py", "The winner.")
+    ```
+    """
+    path = check_new_recipe_file(path)
+    source = python_source(recipe, docstring)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Exclusive creation: a file that appeared meanwhile is not replaced.
+    with open(path, "x", encoding="utf-8") as file:
+        file.write(source)
+    return path
+
+
+def check_new_recipe_file(path):
+    """Refuses a recipe path that exists or is not a `.py` file.
+
+    Example:
+    ```python
+    kerastl.runs.recipe_text.check_new_recipe_file("recipes/best.py")
+    ```
+    """
+    path = pathlib.Path(path)
+    if path.suffix != ".py":
+        raise ValueError(
+            f"A recipe file ends in .py so that `kerastl fit` can import "
+            f"it. Received: {path}"
+        )
+    if path.exists():
+        raise ValueError(
+            f"{path} exists; kerastl never replaces a file it may not have "
+            "written. Give a new path."
+        )
+    return path

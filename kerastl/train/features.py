@@ -64,6 +64,9 @@ class CachedFeatures:
         hit: bool. Whether an intact entry existed already (a damaged
             one is rebuilt, and is no hit).
         computed: int. How many images ran through the backbone.
+        digests: list of bytes. Each example's image SHA-256, as the model
+            receives it (after decoding, cropping and resizing): equal
+            digests are identical images.
 
     Example:
     ```python
@@ -78,6 +81,7 @@ class CachedFeatures:
     path: pathlib.Path
     hit: bool
     computed: int
+    digests: list
 
 
 def default_cache_dir():
@@ -313,6 +317,7 @@ class FeatureCache:
             path=entry,
             hit=entry.name in self.index.entries,
             computed=read.computed,
+            digests=read.images,
         )
         if cached.hit:
             print_fn(f"Feature cache hit ({name}): {entry}")
