@@ -143,7 +143,7 @@ def test_exact_duplicates_are_the_byte_identical_files(planted, diagnosed):
     for source, copy in truth["copies"].items():
         group = frozenset({str(source), str(copy)})
         assert crossing[group] == ("test" in source.parts)
-    assert result["exact_duplicate_groups_across_splits"] == 2
+    assert result["summary"]["exact_duplicate_groups_across_splits"] == 2
 
 
 def test_flipped_labels_rank_first_with_the_true_class(planted, diagnosed):
@@ -164,8 +164,9 @@ def test_flipped_labels_rank_first_with_the_true_class(planted, diagnosed):
 def test_broken_file_is_listed_not_fatal(planted, diagnosed):
     _, truth = planted
     result, _, _ = diagnosed
-    assert [u["path"] for u in result["unreadable"]] == [str(truth["broken"])]
-    assert result["unreadable_files"] == 1
+    unreadable = result["facts"]["unreadable"]
+    assert [u["path"] for u in unreadable] == [str(truth["broken"])]
+    assert result["summary"]["unreadable_files"] == 1
 
 
 def test_class_counts_and_sizes_match_the_folder(planted, diagnosed):
@@ -178,8 +179,8 @@ def test_class_counts_and_sizes_match_the_folder(planted, diagnosed):
                 for p in (root / split / name).glob("*.png")
                 if p != truth["broken"]
             ]
-            assert result["class_counts"][split][name] == len(files)
-    sizes = result["image_sizes"]["train"]
+            assert result["facts"]["class_counts"][split][name] == len(files)
+    sizes = result["facts"]["image_sizes"]["train"]
     assert sizes["height"] == {"min": SIZE, "median": SIZE, "max": SIZE}
     assert sizes["grayscale_share"] == 0.0
 

@@ -243,4 +243,4 @@ def test_both_commands_run_on_bundled_recipe_data(name, preset, tmp_path):
     assert result.exit_code == 0, result.output
     found = json.loads((tmp_path / "doctor" / "doctor.json").read_text())
     assert (found["label_issues"] is None) == multi_label
-    assert set(found["examples"]) >= {"train", "validation"}
+    assert set(found["summary"]["examples"]) >= {"train", "validation"}

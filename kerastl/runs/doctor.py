@@ -21,38 +21,26 @@ Nothing in the data is changed; `fix_into` writes a CSV of suggested
 removals and relabels for a person to review.
 """
 
-import csv
 import dataclasses
-import io
-import json
 
 import keras
 import numpy as np
 
-from kerastl.evaluate import drawing
 from kerastl.evaluate import duplicates
 from kerastl.evaluate import label_issues
-from kerastl.evaluate import plots
-from kerastl.evaluate import report
+from kerastl.runs import doctor_report
 from kerastl.runs import inspection
 from kerastl.runs import rundir
 from kerastl.runs.fit import data_folder
 from kerastl.runs.recipe import Recipe
 from kerastl.utils import atomic
 
-REPORT_FILE = rundir.REPORT_FILE
-RESULT_FILE = "doctor.json"
-FIXES_FILE = "fixes.csv"
 # Measured on Fashion-MNIST (docs/inspection.md): 99.9% of lightly noised
-# copies of an image reach it, and 0.1% of images have another image as
+# copies of an image reach it, and 0.2% of images have another image as
 # close (with the centred features `_near` compares).
 NEAR_DUPLICATE_THRESHOLD = 0.98
-# The most groups, pairs and label issues drawn in the report, and listed
-# in its tables; the JSON lists them all, but for near-duplicate pairs:
-# the most similar _MAX_PAIRS (a threshold too low for the features would
-# pass most of the n^2 / 2 pairs).
-_SHOWN = 16
-_TABLE_ROWS = 100
+# The most near-duplicate pairs listed: a threshold too low for the
+# features would pass most of the n^2 / 2 pairs.
 _MAX_PAIRS = 10_000
 
 
@@ -64,6 +52,9 @@ class Diagnosis:
         summary: dict. Counts: examples per split, unreadable files,
             exact and near-duplicate groups and pairs (and how many cross
             splits), label issues.
+        facts: dict. The recipe, preset and backend; `class_counts` per
+            split; `image_sizes` per split (height, width and aspect ratio
+            spreads, grayscale share); the `unreadable` files.
         exact_duplicates: list of dicts, one per group of identical images
             (`members`: `split`, `example`, `label`; `cross_split`).
         near_duplicates: list of dicts, one per pair (`first`, `second`,
@@ -82,6 +73,7 @@ class Diagnosis:
     """
 
     summary: dict
+    facts: dict
     exact_duplicates: list
     near_duplicates: list
     label_issues: list | None
@@ -155,6 +147,16 @@ def doctor(
         near, near_found = _near(table, threshold)
         diagnosis = Diagnosis(
             summary={},
+            facts={
+                "recipe": seen.recipe.name,
+                "preset": seen.recipe.preset,
+                "backend": keras.config.backend(),
+                "class_counts": _class_counts(table),
+                "image_sizes": _sizes(seen),
+                "unreadable": [
+                    dataclasses.asdict(s) for s in seen.bundle.skipped
+                ],
+            },
             exact_duplicates=_exact(table),
             near_duplicates=near,
             label_issues=_label_issues(table, seen, print_fn),
@@ -163,13 +165,17 @@ def doctor(
         diagnosis.summary = _summary(
             seen, table, diagnosis, threshold, near_found
         )
-        _write_report(seen, table, diagnosis, threshold)
+        doctor_report.write_report(
+            diagnosis, _Thumbnails(seen, table).images_of
+        )
     if fix_into is not None:
         with rundir.claim(fix_into) as fixes:
-            diagnosis.fixes_path = fixes.run_dir / FIXES_FILE
-            atomic.write_text(diagnosis.fixes_path, fixes_csv(diagnosis))
-    print_fn(format_summary(diagnosis))
-    print_fn(f"Report: {diagnosis.output_dir / REPORT_FILE}")
+            diagnosis.fixes_path = fixes.run_dir / doctor_report.FIXES_FILE
+            atomic.write_text(
+                diagnosis.fixes_path, doctor_report.fixes_csv(diagnosis)
+            )
+    print_fn(doctor_report.format_summary(diagnosis))
+    print_fn(f"Report: {diagnosis.output_dir / doctor_report.REPORT_FILE}")
     if diagnosis.fixes_path is not None:
         print_fn(f"Suggested fixes, to review: {diagnosis.fixes_path}")
     return diagnosis
@@ -323,160 +329,6 @@ def _summary(seen, table, diagnosis, threshold, near_found):
     }
 
 
-def format_summary(diagnosis):
-    """The console summary: one line per finding.
-
-    Example:
-    ```python
-    print(kerastl.runs.doctor.format_summary(diagnosis))
-    ```
-    """
-    s = diagnosis.summary
-    examples = ", ".join(f"{k} {v}" for k, v in s["examples"].items())
-    issues = f"{s['label_issues']} (about half are real errors: review)"
-    if s["label_issues"] is None:
-        why = "multi-label data" if s["multi_label"] else "too few examples"
-        issues = f"not checked ({why})"
-    return "\n".join(
-        [
-            f"Examples: {examples}",
-            f"Unreadable files skipped: {s['unreadable_files']}",
-            f"Exact duplicate groups: {s['exact_duplicate_groups']} "
-            f"({s['exact_duplicate_groups_across_splits']} across splits)",
-            f"Near-duplicate pairs (cosine >= {s['near_duplicate_threshold']}"
-            f"): {s['near_duplicate_pairs']} "
-            f"({s['near_duplicate_pairs_across_splits']} across splits)",
-            f"Likely label errors: {issues}",
-        ]
-    )
-
-
-def fixes_csv(diagnosis):
-    """The suggested fixes as CSV text, for a person to review.
-
-    One row per suggestion: `action` (`remove`: a training copy of an
-    image that is also in an evaluation split, or a repeat within a
-    split; `review`: a near-duplicate across splits; `relabel`), `split`,
-    `example`, `label`, `suggested`, `reason`.
-
-    Example:
-    ```python
-    print(kerastl.runs.doctor.fixes_csv(diagnosis))
-    ```
-    """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        ["action", "split", "example", "label", "suggested", "reason"]
-    )
-    for group in diagnosis.exact_duplicates:
-        members = group["members"]
-        # Evaluation copies are kept: the training copies go, as they
-        # leak the answers; within one split, all but the first go.
-        kept = next((m for m in members if m["split"] != "train"), members[0])
-        for member in members:
-            if member is not kept and (
-                member["split"] == "train" or member["split"] == kept["split"]
-            ):
-                reason = f"identical to {kept['example']} ({kept['split']})"
-                writer.writerow(_fix_row("remove", member, "", reason))
-    for pair in diagnosis.near_duplicates:
-        if pair["cross_split"]:
-            first, second = pair["first"], pair["second"]
-            train = first if first["split"] == "train" else second
-            other = second if train is first else first
-            reason = (
-                f"cosine {pair['similarity']:.3f} to {other['example']} "
-                f"({other['split']})"
-            )
-            writer.writerow(_fix_row("review", train, "", reason))
-    for issue in diagnosis.label_issues or ():
-        reason = f"p(label) {issue['self_confidence']:.3f}, out of fold"
-        writer.writerow(_fix_row("relabel", issue, issue["suggested"], reason))
-    return buffer.getvalue()
-
-
-def _fix_row(action, member, suggested, reason):
-    return [
-        action,
-        member["split"],
-        member["example"],
-        member["label"],
-        suggested,
-        reason,
-    ]
-
-
-def _write_report(seen, table, diagnosis, threshold):
-    folder = diagnosis.output_dir
-    summary = {
-        "recipe": seen.recipe.name,
-        "preset": seen.recipe.preset,
-        "backend": keras.config.backend(),
-        **diagnosis.summary,
-        "class_counts": _class_counts(table),
-        "image_sizes": _sizes(seen),
-        "unreadable": [dataclasses.asdict(s) for s in seen.bundle.skipped],
-        "exact_duplicates": diagnosis.exact_duplicates,
-        "near_duplicates": diagnosis.near_duplicates,
-        "label_issues": diagnosis.label_issues,
-    }
-    atomic.write_text(folder / RESULT_FILE, json.dumps(summary, indent=2))
-    thumbnails = _Thumbnails(seen, table)
-    sections = [
-        ("Summary", "```\n" + format_summary(diagnosis) + "\n```"),
-        ("Classes", _classes_section(table, summary, folder)),
-        ("Image sizes", _sizes_section(summary["image_sizes"])),
-        ("Unreadable files", _unreadable_section(summary["unreadable"])),
-        (
-            "Exact duplicates",
-            _groups_section(diagnosis.exact_duplicates, thumbnails, folder),
-        ),
-        (
-            f"Near-duplicates (cosine >= {threshold})",
-            _pairs_section(diagnosis.near_duplicates, thumbnails, folder),
-        ),
-        (
-            "Likely label errors",
-            _issues_section(diagnosis.label_issues, thumbnails, folder),
-        ),
-    ]
-    lines = [f"# Data check of {seen.recipe.name}", ""]
-    lines += [
-        f"- preset: `{seen.recipe.preset}`",
-        f"- backend: {keras.config.backend()}",
-    ]
-    for heading, body in sections:
-        lines += ["", f"## {heading}", "", body]
-    atomic.write_text(folder / REPORT_FILE, "\n".join(lines) + "\n")
-
-
-class _Thumbnails:
-    """Model-ready images of chosen examples, read in one pass per split."""
-
-    def __init__(self, seen, table):
-        self.seen, self.table, self.images = seen, table, {}
-
-    def load(self, indices):
-        wanted = {}
-        for index in indices:
-            if index not in self.images:
-                split, position = self.table.positions[index]
-                wanted.setdefault(split, {})[position] = index
-        for split, positions in wanted.items():
-            found = inspection.images_at(
-                self.seen.bundle.splits[split], positions
-            )
-            for position, image in found.items():
-                self.images[positions[position]] = image
-
-    def grid(self, indices, captions, path, title, columns=None):
-        self.load(indices)
-        return drawing.image_grid(
-            [self.images[i] for i in indices], captions, path, title, columns
-        )
-
-
 def _class_counts(table):
     counts = {}
     for split in dict.fromkeys(table.splits.tolist()):
@@ -492,29 +344,6 @@ def _class_counts(table):
             for name, count in zip(table.class_names, per_class, strict=True)
         }
     return counts
-
-
-def _classes_section(table, summary, folder):
-    counts = summary["class_counts"]
-    train = np.array(list(counts["train"].values()))
-    present = train[train > 0]
-    lines = []
-    if len(present) and present.min() > 0:
-        lines.append(
-            f"Imbalance (largest / smallest training class): "
-            f"{present.max() / present.min():.1f}"
-        )
-    missing = [n for n, c in counts["train"].items() if c == 0]
-    if missing:
-        lines.append(f"Classes without training images: {', '.join(missing)}")
-    plots.comparison(
-        table.class_names,
-        {split: list(values.values()) for split, values in counts.items()},
-        folder / "class_counts.png",
-        "Images per class, by split",
-    )
-    lines += ["", "![Images per class](class_counts.png)"]
-    return "\n".join(lines)
 
 
 def _sizes(seen):
@@ -542,177 +371,23 @@ def _spread(values):
     }
 
 
-def _sizes_section(sizes):
-    if not sizes:
-        return "Not measured: tfds images exist only inside their dataset."
-    rows = []
-    for split, facts in sizes.items():
-        rows.append(
-            [
-                split,
-                *(
-                    "{min:g} / {median:g} / {max:g}".format(**facts[key])
-                    for key in ("height", "width")
-                ),
-                "{min:.2f} / {median:.2f} / {max:.2f}".format(
-                    **facts["aspect_ratio"]
-                ),
-                f"{facts['grayscale_share']:.1%}",
-            ]
-        )
-    return report.markdown_table(
-        [
-            "split",
-            "height min / median / max",
-            "width",
-            "aspect (w/h)",
-            "grayscale",
-        ],
-        rows,
-    )
+class _Thumbnails:
+    """Model-ready images of chosen examples, read in one pass per split."""
 
+    def __init__(self, seen, table):
+        self.seen, self.table, self.images = seen, table, {}
 
-def _unreadable_section(unreadable):
-    if not unreadable:
-        return "None."
-    rows = [[s["path"], s["reason"]] for s in unreadable]
-    return report.markdown_table(["file", "reason"], rows)
-
-
-def _more(items, what):
-    if len(items) <= _TABLE_ROWS:
-        return ""
-    return (
-        f"The first {_TABLE_ROWS} of {len(items)} {what}; `{RESULT_FILE}` "
-        "lists them all.\n"
-    )
-
-
-def _caption(member):
-    return f"{member['split']}: {member['label']}\n{member['example'][-28:]}"
-
-
-def _groups_section(groups, thumbnails, folder):
-    if not groups:
-        return "None found."
-    rows = [
-        [
-            str(number),
-            "yes" if group["cross_split"] else "",
-            "yes" if group["labels_differ"] else "",
-            "; ".join(
-                f"{m['split']}: {m['example']} ({m['label']})"
-                for m in group["members"]
-            ),
-        ]
-        for number, group in enumerate(groups[:_TABLE_ROWS], start=1)
-    ]
-    shown = [g for g in groups if g["cross_split"]] + [
-        g for g in groups if not g["cross_split"]
-    ]
-    indices, captions = [], []
-    for group in shown:
-        if len(indices) + len(group["indices"]) > _SHOWN:
-            break
-        indices += group["indices"]
-        captions += [_caption(m) for m in group["members"]]
-    thumbnails.grid(
-        indices,
-        captions,
-        folder / "exact_duplicates.png",
-        "Exact duplicates (leaks across splits first)",
-    )
-    return "\n".join(
-        [
-            _more(groups, "groups"),
-            report.markdown_table(
-                ["group", "across splits", "labels differ", "images"], rows
-            ),
-            "",
-            "![Exact duplicates](exact_duplicates.png)",
-        ]
-    )
-
-
-def _pairs_section(pairs, thumbnails, folder):
-    if not pairs:
-        return "None found."
-    rows = [
-        [
-            f"{p['similarity']:.3f}",
-            "yes" if p["cross_split"] else "",
-            f"{p['first']['split']}: {p['first']['example']}",
-            f"{p['second']['split']}: {p['second']['example']}",
-        ]
-        for p in pairs[:_TABLE_ROWS]
-    ]
-    shown = pairs[: _SHOWN // 2]
-    indices = [i for p in shown for i in p["indices"]]
-    captions = [
-        _caption(p[key]) + f" ({p['similarity']:.3f})"
-        for p in shown
-        for key in ("first", "second")
-    ]
-    thumbnails.grid(
-        indices,
-        captions,
-        folder / "near_duplicates.png",
-        "Near-duplicate pairs, most similar first",
-        columns=4,
-    )
-    return "\n".join(
-        [
-            _more(pairs, "pairs"),
-            report.markdown_table(
-                ["cosine", "across splits", "first", "second"], rows
-            ),
-            "",
-            "![Near-duplicates](near_duplicates.png)",
-        ]
-    )
-
-
-def _issues_section(issues, thumbnails, folder):
-    if issues is None:
-        return (
-            "Not checked: confident learning here is single-label, and "
-            "needs two or more examples in at least two classes."
-        )
-    if not issues:
-        return "None found."
-    rows = [
-        [
-            str(number),
-            issue["split"],
-            issue["example"],
-            issue["label"],
-            issue["suggested"],
-            f"{issue['self_confidence']:.3f}",
-        ]
-        for number, issue in enumerate(issues[:_TABLE_ROWS], start=1)
-    ]
-    shown = issues[:_SHOWN]
-    thumbnails.grid(
-        [issue["index"] for issue in shown],
-        [
-            f"{issue['label']} -> {issue['suggested']}\n"
-            f"p {issue['self_confidence']:.2f} {issue['example'][-20:]}"
-            for issue in shown
-        ],
-        folder / "label_issues.png",
-        "Likely label errors: given -> suggested (p of given label)",
-    )
-    return "\n".join(
-        [
-            "Ranked by the out-of-fold probability of the given label, "
-            "lowest first. About half of such flags are real errors: "
-            "review them before relabelling.",
-            _more(issues, "flagged images"),
-            report.markdown_table(
-                ["rank", "split", "example", "label", "suggested", "p(label)"],
-                rows,
-            ),
-            "",
-            "![Likely label errors](label_issues.png)",
-        ]
-    )
+    def images_of(self, indices):
+        """The images of examples `indices` (of the whole table)."""
+        wanted = {}
+        for index in indices:
+            if index not in self.images:
+                split, position = self.table.positions[index]
+                wanted.setdefault(split, {})[position] = index
+        for split, positions in wanted.items():
+            found = inspection.images_at(
+                self.seen.bundle.splits[split], positions
+            )
+            for position, image in found.items():
+                self.images[positions[position]] = image
+        return [self.images[i] for i in indices]
