@@ -271,3 +271,50 @@ def test_refuses_to_write_fixes_into_the_data(planted, preset, tmp_path):
     assert "only reads" in result.output
     assert not (root / "fixes").exists()
     assert not (tmp_path / "out").exists()
+
+
+def test_both_commands_read_a_csv(planted, preset, tmp_path):
+    root, truth = planted
+    # In a folder of its own: kerastl writes nothing beside a CSV.
+    (tmp_path / "table").mkdir()
+    table = tmp_path / "table" / "images.csv"
+    rows = ["path,labels,split"]
+    for path in sorted(root.rglob("*.png")):
+        split, label = path.parts[-3], path.parts[-2]
+        rows.append(f'"{path}",{label},{split}')
+    table.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        [
+            "doctor",
+            str(table),
+            "--preset",
+            str(preset),
+            "--output-dir",
+            str(tmp_path / "doctor"),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    found = json.loads((tmp_path / "doctor" / "doctor.json").read_text())
+    assert found["summary"]["exact_duplicate_groups"] == len(truth["copies"])
+    result = runner.invoke(
+        cli,
+        [
+            "select",
+            str(table),
+            "--presets",
+            str(preset),
+            "--output-dir",
+            str(tmp_path / "select"),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    # The colours are easy: the probe separates them on validation.
+    (score,) = json.loads((tmp_path / "select" / "select.json").read_text())[
+        "scores"
+    ]
+    assert score["probe"] >= 0.9
+    assert "Feature cache hit (train)" in result.output
