@@ -135,6 +135,11 @@ def test_a_held_run_dir_is_refused_naming_the_holder(tmp_path):
     rundir.claim(run_dir).release()
 
 
+@pytest.mark.backends(
+    "torch",
+    reason="the run directory's lock is the operating system's, the same "
+    "on every backend",
+)
 def test_two_fits_into_one_output_dir_only_one_runs(recipe, tmp_path):
     run_dir = tmp_path / "run"
     fits = [

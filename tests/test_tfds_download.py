@@ -267,6 +267,11 @@ def test_pets_prepares_from_the_real_archive_layout(pets):
             )
 
 
+@pytest.mark.backends(
+    "torch",
+    reason="what tfds prepared is the same on every backend; fitting is "
+    "tested on each by the bundled recipes' smoke runs",
+)
 def test_cli_fits_pets_on_the_prepared_data(pets, tmp_path):
     # The user's command, in a fresh process, on what tfds prepared; with a
     # tiny local preset and one epoch per stage, it needs no network. Head
