@@ -466,3 +466,14 @@ def test_a_failed_plot_is_skipped_with_a_warning(tmp_path, monkeypatch):
     for figure in result.plots.values():
         assert f"]({figure})" in text
         png_size(tmp_path / figure)
+
+
+def test_score_vs_speed_keeps_its_axes_with_long_names(tmp_path):
+    # Local preset paths are long; equal speeds give the log axis no
+    # range. Either used to collapse the layout (a warning, an error here).
+    names = [f"/tmp/{'x' * 80}/preset", f"/tmp/{'x' * 80}/preset (random)"]
+    path = plots.score_vs_speed(
+        names, [100.0, 100.0], [0.5, 0.7], "probe accuracy", tmp_path / "s.png"
+    )
+    image = np.asarray(Image.open(path))
+    assert image.shape[0] > 100 and image.shape[1] > 100

@@ -268,14 +268,16 @@ def score_vs_speed(names, speeds, scores, score_name, path):
         names, speeds, scores, drawing.colors(len(names)), strict=True
     ):
         ax.scatter([speed], [score], color=color, s=40, zorder=3)
-        ax.annotate(
-            name,
+        label = ax.annotate(
+            name if len(name) <= 40 else "..." + name[-37:],
             (speed, score),
             xytext=(4, 4),
             textcoords="offset points",
             fontsize=8,
             **drawing.LITERAL,
         )
+        # A long name past the axes must not squeeze them to nothing.
+        label.set_in_layout(False)
     ax.set_xscale("log")
     ax.set_xlabel("inference images/s (this machine)")
     ax.set_ylabel(score_name, **drawing.LITERAL)
