@@ -244,3 +244,30 @@ def test_both_commands_run_on_bundled_recipe_data(name, preset, tmp_path):
     found = json.loads((tmp_path / "doctor" / "doctor.json").read_text())
     assert (found["label_issues"] is None) == multi_label
     assert set(found["summary"]["examples"]) >= {"train", "validation"}
+
+
+def test_a_broken_candidate_is_skipped_and_a_typo_stops_at_once(
+    preset, tmp_path
+):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    recipe = RECIPES / "fashion_transfer.py"
+    runner = CliRunner()
+    args = ["select", str(recipe), "--smoke"]
+    args += ["--output-dir", str(tmp_path / "out")]
+    result = runner.invoke(cli, [*args, "--presets", f"{preset},{broken}"])
+    assert result.exit_code == 0, result.output
+    assert f"Skipped {broken}" in result.output
+    assert "JSON files is damaged" in result.output
+    saved = json.loads((tmp_path / "out" / "select.json").read_text())
+    assert [s["candidate"] for s in saved["scores"]] == [str(preset)]
+    assert list(saved["skipped"]) == [str(broken)]
+    # A mistyped name is refused before any candidate is scored.
+    result = runner.invoke(
+        cli,
+        ["select", str(recipe), "--output-dir", str(tmp_path / "typo")]
+        + ["--presets", f"{preset},resnet_50_imagenett"],
+    )
+    assert result.exit_code != 0 and "Did you mean" in result.output
+    assert not (tmp_path / "typo").exists()

@@ -6,6 +6,7 @@ here, the same way, before any run directory exists.
 
 import contextlib
 import dataclasses
+import json
 import pathlib
 
 from kerastl.data import load_data
@@ -27,6 +28,11 @@ def _preset_errors(preset):
     possible download failure."""
     try:
         yield
+    except json.JSONDecodeError as error:
+        raise PresetError(
+            f"Preset '{preset}' could not be loaded: one of its JSON files "
+            f"is damaged ({error}). Download or save the preset again."
+        ) from error
     except (ValueError, downloads.OfflineError):
         raise
     except Exception as error:

@@ -24,10 +24,13 @@ import time
 import keras
 import numpy as np
 
+from kerastl.errors import OfflineError
+from kerastl.errors import PresetError
 from kerastl.evaluate import plots
 from kerastl.evaluate import report
 from kerastl.evaluate import transferability
 from kerastl.models import backbones
+from kerastl.models import catalog
 from kerastl.runs import inspection
 from kerastl.runs import recipe_text
 from kerastl.runs import rundir
@@ -130,6 +133,8 @@ class Selection:
         scores: list of `Score`, best first.
         metric: str. `"accuracy"`, or `"mAP"` for multi-label data.
         output_dir: `pathlib.Path` of the report, JSON and plot.
+        skipped: dict. Candidate to the reason it could not be scored (a
+            preset that failed to load or download).
         recipe_path: `pathlib.Path` of the written recipe, or `None`.
 
     Example:
@@ -142,6 +147,7 @@ class Selection:
     scores: list
     metric: str
     output_dir: object
+    skipped: dict
     recipe_path: object = None
 
 
@@ -192,14 +198,34 @@ def select(
     recipe, candidates = _recipe_and_candidates(source, candidates, multi_label)
     if write_recipe is not None:
         recipe_text.check_new_recipe_file(write_recipe)
+        if recipe.data.source == "arrays":
+            # Found now, not after every candidate has been scored.
+            recipe_text.python_source(recipe, "")
+    if not smoke:
+        # A mistyped name fails here, before any other candidate's work.
+        for candidate in candidates:
+            catalog.check_preset(candidate.preset)
     with inspection.claim_output(recipe, output_dir, "select") as lock:
-        scores = []
+        scores, skipped = [], {}
         for number, candidate in enumerate(candidates, start=1):
             print_fn(f"Candidate {number}/{len(candidates)}: {candidate.label}")
-            scores.append(_score(recipe, candidate, smoke, verbose, print_fn))
+            try:
+                scores.append(
+                    _score(recipe, candidate, smoke, verbose, print_fn)
+                )
+            except (PresetError, OfflineError) as error:
+                # One preset that cannot load (offline, a failed download)
+                # does not cost the others' results.
+                skipped[candidate.label] = str(error)
+                print_fn(f"Skipped {candidate.label}: {error}")
+        if not scores:
+            raise PresetError(
+                "No candidate could be scored: "
+                + " ".join(f"{k}: {v}" for k, v in skipped.items())
+            )
         metric = "mAP" if recipe.multi_label else "accuracy"
         scores = rank(scores)
-        selection = Selection(scores, metric, lock.run_dir)
+        selection = Selection(scores, metric, lock.run_dir, skipped)
         _write_results(selection, recipe, candidates)
     print_fn(format_table(selection))
     print_fn(f"Report: {selection.output_dir / REPORT_FILE}")
@@ -447,6 +473,7 @@ def _write_results(selection, recipe, candidates):
         "metric": selection.metric,
         "candidates": [dataclasses.asdict(c) for c in candidates],
         "scores": [dataclasses.asdict(s) for s in selection.scores],
+        "skipped": selection.skipped,
     }
     atomic.write_text(folder / RESULT_FILE, json.dumps(summary, indent=2))
     lines = [
@@ -457,6 +484,11 @@ def _write_results(selection, recipe, candidates):
         " (higher is better for each)",
         "",
         report.markdown_table(rows[0], rows[1:]),
+        "",
+        *(
+            f"- skipped {name}: {why}"
+            for name, why in selection.skipped.items()
+        ),
         "",
         f"![Probe {selection.metric} against inference speed]({PLOT_FILE})",
     ]
