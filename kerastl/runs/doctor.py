@@ -32,7 +32,6 @@ from kerastl.runs import doctor_report
 from kerastl.runs import inspection
 from kerastl.runs import rundir
 from kerastl.runs.fit import data_folder
-from kerastl.runs.recipe import Recipe
 from kerastl.utils import atomic
 
 # Measured on Fashion-MNIST (docs/inspection.md): 99.9% of lightly noised
@@ -130,12 +129,7 @@ def doctor(
     ```
     """
     threshold = NEAR_DUPLICATE_THRESHOLD if threshold is None else threshold
-    if isinstance(source, Recipe):
-        recipe = source
-        if preset is not None:
-            recipe = dataclasses.replace(recipe, preset=str(preset))
-    else:
-        recipe = inspection.recipe_for(source, preset, multi_label)
+    recipe = inspection.recipe_for(source, preset, multi_label)
     if fix_into is not None:
         rundir.check_outside(fix_into, data_folder(recipe.data), "the data")
         rundir.check_output_dir(fix_into)
@@ -144,7 +138,8 @@ def doctor(
             recipe, smoke=smoke, verbose=verbose, print_fn=print_fn
         )
         table = _Table.of(seen)
-        near, near_found = _near(table, threshold)
+        groups = duplicates.exact_duplicate_groups(table.digests)
+        near, near_found = _near(table, threshold, groups)
         diagnosis = Diagnosis(
             summary={},
             facts={
@@ -157,7 +152,7 @@ def doctor(
                     dataclasses.asdict(s) for s in seen.bundle.skipped
                 ],
             },
-            exact_duplicates=_exact(table),
+            exact_duplicates=_exact(table, groups),
             near_duplicates=near,
             label_issues=_label_issues(table, seen, print_fn),
             output_dir=lock.run_dir,
@@ -230,8 +225,7 @@ class _Table:
         }
 
 
-def _exact(table):
-    groups = duplicates.exact_duplicate_groups(table.digests)
+def _exact(table, groups):
     crossing = duplicates.cross_split(groups, table.splits)
     return [
         {
@@ -244,7 +238,7 @@ def _exact(table):
     ]
 
 
-def _near(table, threshold):
+def _near(table, threshold, exact_groups):
     """The near-duplicate pairs, and how many passed the threshold."""
     pairs = duplicates.near_duplicate_pairs(
         # Pooled ReLU features all point into one orthant: centred, the
@@ -252,7 +246,7 @@ def _near(table, threshold):
         table.features - table.features.mean(axis=0),
         threshold=threshold,
         # Identical images are listed as exact duplicates already.
-        exclude=duplicates.exact_duplicate_groups(table.digests),
+        exclude=exact_groups,
         limit=_MAX_PAIRS,
     )
     found = []

@@ -218,6 +218,13 @@ def _unreadable_section(unreadable):
     return report.markdown_table(["file", "reason"], rows)
 
 
+def _listing(items, what, header, rows, figure):
+    """A section's body: how many are listed, the table, the figure."""
+    return "\n".join(
+        [_more(items, what), report.markdown_table(header, rows), "", figure]
+    )
+
+
 def _more(items, what):
     if len(items) <= _TABLE_ROWS:
         return ""
@@ -261,15 +268,12 @@ def _groups_section(groups, images_of, folder):
         folder / "exact_duplicates.png",
         "Exact duplicates (leaks across splits first)",
     )
-    return "\n".join(
-        [
-            _more(groups, "groups"),
-            report.markdown_table(
-                ["group", "across splits", "labels differ", "images"], rows
-            ),
-            "",
-            "![Exact duplicates](exact_duplicates.png)",
-        ]
+    return _listing(
+        groups,
+        "groups",
+        ["group", "across splits", "labels differ", "images"],
+        rows,
+        "![Exact duplicates](exact_duplicates.png)",
     )
 
 
@@ -299,15 +303,12 @@ def _pairs_section(pairs, images_of, folder):
         "Near-duplicate pairs, most similar first",
         columns=4,
     )
-    return "\n".join(
-        [
-            _more(pairs, "pairs"),
-            report.markdown_table(
-                ["cosine", "across splits", "first", "second"], rows
-            ),
-            "",
-            "![Near-duplicates](near_duplicates.png)",
-        ]
+    return _listing(
+        pairs,
+        "pairs",
+        ["cosine", "across splits", "first", "second"],
+        rows,
+        "![Near-duplicates](near_duplicates.png)",
     )
 
 
@@ -341,17 +342,14 @@ def _issues_section(issues, images_of, folder):
         folder / "label_issues.png",
         "Likely label errors: given -> suggested (p of given label)",
     )
-    return "\n".join(
-        [
-            "Ranked by the out-of-fold probability of the given label, "
-            "lowest first. About half of such flags are real errors: "
-            "review them before relabelling.",
-            _more(issues, "flagged images"),
-            report.markdown_table(
-                ["rank", "split", "example", "label", "suggested", "p(label)"],
-                rows,
-            ),
-            "",
-            "![Likely label errors](label_issues.png)",
-        ]
+    return (
+        "Ranked by the out-of-fold probability of the given label, lowest "
+        "first. About half of such flags are real errors: review them "
+        "before relabelling.\n"
+    ) + _listing(
+        issues,
+        "flagged images",
+        ["rank", "split", "example", "label", "suggested", "p(label)"],
+        rows,
+        "![Likely label errors](label_issues.png)",
     )

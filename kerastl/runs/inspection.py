@@ -70,8 +70,9 @@ def recipe_for(source, preset=None, multi_label=False):
     """The recipe `select` or `doctor` inspects `source` with.
 
     Args:
-        source: path. A recipe file (`.py`), a folder of class subfolders,
-            or a CSV of `path,labels` rows (see `kerastl.data.DataSpec`).
+        source: a `kerastl.Recipe`, or a path: a recipe file (`.py`), a
+            folder of class subfolders, or a CSV of `path,labels` rows (see
+            `kerastl.data.DataSpec`).
         preset: str or `None`. Replaces the recipe's preset; required for
             a folder or CSV.
         multi_label: bool. For a folder or CSV: several labels per image.
@@ -85,12 +86,16 @@ def recipe_for(source, preset=None, multi_label=False):
                                                 "resnet_50_imagenet")
     ```
     """
-    path = pathlib.Path(source)
-    if path.suffix == ".py":
-        recipe = recipes.load_recipe(path)
+    if isinstance(source, Recipe) or str(source).endswith(".py"):
+        recipe = (
+            source
+            if isinstance(source, Recipe)
+            else recipes.load_recipe(source)
+        )
         if preset is not None:
             recipe = dataclasses.replace(recipe, preset=str(preset))
         return recipe
+    path = pathlib.Path(source)
     if path.is_dir() or path.suffix.lower() == ".csv":
         if preset is None:
             raise ValueError(

@@ -192,12 +192,7 @@ def python_source(recipe, docstring):
     )
     ```
     """
-    if recipe.data.source == "arrays":
-        raise ValueError(
-            "A recipe of in-memory arrays cannot be written as a file: the "
-            "arrays have no text form. Save the images to a folder or CSV "
-            "and point a recipe at it."
-        )
+    check_text_form(recipe)
     lines = [f'"""{docstring}"""', ""]
     lines += [f"from kerastl import {name}" for name in ("Recipe", "Stage")] + [
         f"from kerastl.data import {name}" for name in ("Augment", "DataSpec")
@@ -214,6 +209,22 @@ def python_source(recipe, docstring):
             lines.append(f"    {key}={value!r},")
     lines.append(")")
     return "\n".join(lines) + "\n"
+
+
+def check_text_form(recipe):
+    """Refuses a recipe that cannot be written as a file (in-memory arrays).
+
+    Example:
+    ```python
+    kerastl.runs.recipe_text.check_text_form(recipe)
+    ```
+    """
+    if recipe.data.source == "arrays":
+        raise ValueError(
+            "A recipe of in-memory arrays cannot be written as a file: the "
+            "arrays have no text form. Save the images to a folder or CSV "
+            "and point a recipe at it."
+        )
 
 
 def _call(obj):

@@ -23,6 +23,7 @@ import time
 
 import keras
 import numpy as np
+from scipy import stats
 
 from kerastl.errors import OfflineError
 from kerastl.errors import PresetError
@@ -198,9 +199,8 @@ def select(
     recipe, candidates = _recipe_and_candidates(source, candidates, multi_label)
     if write_recipe is not None:
         recipe_text.check_new_recipe_file(write_recipe)
-        if recipe.data.source == "arrays":
-            # Found now, not after every candidate has been scored.
-            recipe_text.python_source(recipe, "")
+        # Found now, not after every candidate has been scored.
+        recipe_text.check_text_form(recipe)
     if not smoke:
         # A mistyped name fails here, before any other candidate's work.
         for candidate in candidates:
@@ -251,9 +251,7 @@ def _recipe_and_candidates(source, candidates, multi_label):
         c if isinstance(c, Candidate) else Candidate(str(c))
         for c in (candidates or ())
     ]
-    if isinstance(source, Recipe):
-        recipe = source
-    elif str(source).endswith(".py"):
+    if isinstance(source, Recipe) or str(source).endswith(".py"):
         recipe = inspection.recipe_for(source)
     else:
         # Bare data names no preset; the recipe's preset is only a default
@@ -358,9 +356,7 @@ def rank(scores):
     columns = np.array([[s.logme, s.knn, s.probe] for s in scores])
     # Rank 1 for the highest value in each column; equal values share
     # their mean rank.
-    ranks = np.stack(
-        [_ranks_descending(columns[:, j]) for j in range(3)], axis=1
-    )
+    ranks = stats.rankdata(-columns, axis=0)
     order = sorted(
         range(len(scores)), key=lambda i: (ranks[i].mean(), -columns[i, 2])
     )
@@ -368,13 +364,6 @@ def rank(scores):
     for place, score in enumerate(ranked, start=1):
         score.rank = place
     return ranked
-
-
-def _ranks_descending(values):
-    ranks = np.empty(len(values))
-    for i, value in enumerate(values):
-        ranks[i] = (values > value).sum() + ((values == value).sum() + 1) / 2
-    return ranks
 
 
 def format_table(selection):
