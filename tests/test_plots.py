@@ -314,7 +314,6 @@ def assert_literal(texts, expected):
 
 
 # No font here has CJK glyphs: matplotlib draws a box for 猫, and says so.
-@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
 def test_every_plot_draws_odd_class_names_as_typed(tmp_path, figures):
     names = ODD_NAMES
     count = len(names)
@@ -405,7 +404,6 @@ def split_predictions(multi_label, count=24, seed=6):
     return metrics.Predictions(labels, logits, mistakes, images)
 
 
-@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
 @pytest.mark.parametrize(
     "multi_label", [False, True], ids=["softmax", "sigmoid"]
 )

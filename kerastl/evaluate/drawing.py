@@ -7,6 +7,7 @@ nothing between calls.
 
 import math
 import pathlib
+import warnings
 
 import numpy as np
 from matplotlib import colormaps
@@ -38,7 +39,11 @@ def save(figure, path):
     ```
     """
     path = pathlib.Path(path)
-    with atomic.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
+        # A class or file name in a script the font lacks (an emoji) is
+        # drawn as a box; matplotlib's warning would only clutter the
+        # console of a run that is otherwise fine.
+        warnings.filterwarnings("ignore", "Glyph .* missing from font")
         figure.savefig(tmp, format="png", dpi=DPI)
     return path
 
