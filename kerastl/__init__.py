@@ -35,8 +35,10 @@ _LAZY_ATTRIBUTES = {
     "select": "kerastl.runs.select",
     "doctor": "kerastl.runs.doctor",
 }
+# Modules offered at the top level: `kerastl.explain.gradcam(...)`.
+_LAZY_MODULES = {"explain": "kerastl.evaluate.explain"}
 
-__all__ = ["__version__", *_LAZY_ATTRIBUTES]
+__all__ = ["__version__", *_LAZY_ATTRIBUTES, *_LAZY_MODULES]
 
 # Every module defining a class that a `.keras` file can name (decorated
 # with `keras.saving.register_keras_serializable`).
@@ -66,11 +68,15 @@ def _import_model_modules(names):
 
 
 def __getattr__(name):
-    if name not in _LAZY_ATTRIBUTES:
+    if name in _LAZY_MODULES:
+        (value,) = _import_model_modules([_LAZY_MODULES[name]])
+    elif name in _LAZY_ATTRIBUTES:
+        (module,) = _import_model_modules([_LAZY_ATTRIBUTES[name]])
+        value = getattr(module, name)
+    else:
         raise AttributeError(f"module 'kerastl' has no attribute {name!r}")
-    (module,) = _import_model_modules([_LAZY_ATTRIBUTES[name]])
     # Cached, so later lookups skip this function and its device set-up.
-    value = globals()[name] = getattr(module, name)
+    globals()[name] = value
     return value
 
 

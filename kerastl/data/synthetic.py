@@ -47,3 +47,59 @@ def color_images(num_images, num_classes, image_size=32, seed=0):
     noise = rng.normal(0, 20, size=(num_images, image_size, image_size, 3))
     images = palette[labels][:, None, None, :] + noise
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int32)
+
+
+def square_images(
+    num_images, num_classes=3, image_size=64, square_size=16, seed=0
+):
+    """A toy problem with a known answer to "where does the model look?".
+
+    Each image is coloured, textured noise with one small square of a
+    class's colour at a random position: the square alone decides the
+    class. A saliency map of a model that learned the task peaks inside
+    the square (`kerastl.evaluate.explain`'s tests and docs).
+
+    Args:
+        num_images: int.
+        num_classes: int, at most 6 (red, green, blue, yellow, magenta,
+            cyan squares).
+        image_size: int. Height and width.
+        square_size: int. The square's side.
+        seed: int.
+
+    Returns:
+        `(images, labels, corners)`: uint8 `(n, size, size, 3)` images,
+        int32 labels, and int `(n, 2)` top-left corners `(row, column)` of
+        the squares.
+
+    Example:
+    ```python
+    images, labels, corners = kerastl.data.synthetic.square_images(64)
+    ```
+    """
+    palette = np.array(
+        [[230, 25, 25], [25, 200, 25], [25, 25, 230]]
+        + [[230, 230, 25], [230, 25, 230], [25, 230, 230]]
+    )
+    if not 2 <= num_classes <= len(palette):
+        raise ValueError(
+            f"`num_classes` must be in [2, {len(palette)}]. "
+            f"Received: num_classes={num_classes}"
+        )
+    rng = np.random.default_rng(seed)
+    # Texture: coarse blobs of colour plus fine grain, so no single pixel
+    # colour or position gives the class away.
+    coarse = rng.uniform(40, 215, (num_images, 8, 8, 3))
+    scale = -(-image_size // 8)
+    texture = np.repeat(np.repeat(coarse, scale, 1), scale, 2)
+    texture = texture[:, :image_size, :image_size]
+    images = texture + rng.normal(0, 25, texture.shape)
+    labels = (np.arange(num_images) % num_classes).astype(np.int32)
+    corners = rng.integers(0, image_size - square_size + 1, (num_images, 2))
+    for image, label, (row, column) in zip(
+        images, labels, corners, strict=True
+    ):
+        image[row : row + square_size, column : column + square_size] = palette[
+            label
+        ]
+    return np.clip(images, 0, 255).astype(np.uint8), labels, corners

@@ -95,6 +95,26 @@ def _units(backbone):
     return units, blocks
 
 
+def blocks(backbone):
+    """A transformer's repeated blocks, input to output; `[]` for a convnet.
+
+    The blocks `layer_groups` gives a group each: the repeated layers of the
+    encoder that holds most of the backbone's parameters (ViT's
+    `transformer_block_1`, ..., DINOv2's layers).
+
+    Args:
+        backbone: a `keras_hub.models.Backbone` instance.
+
+    Example:
+    ```python
+    [b.name for b in kerastl.models.grouping.blocks(vit_backbone)]
+    # ["transformer_block_1", ..., "transformer_block_12"]
+    ```
+    """
+    units, block_ids = _units(backbone)
+    return [unit for unit in units if id(unit) in block_ids]
+
+
 def layer_groups(backbone):
     """Splits a backbone into ordered `LayerGroup`s, input to output.
 

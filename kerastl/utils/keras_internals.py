@@ -1,12 +1,17 @@
 """The private Keras APIs kerastl needs, in one place.
 
-Keras 3 has no public way to do the four things below, so kerastl calls
-Keras' own private methods here and nowhere else. Checked against Keras
+Keras 3 has no public way to do the things below, so kerastl calls Keras'
+own private methods, or relies on how Keras calls a layer, here and nowhere
+else. Checked against Keras
 3.15.1 (`keras/src/layers/layer.py`, `keras/src/trainers/trainer.py`,
-`keras/src/backend/jax/nn.py`); when
+`keras/src/backend/jax/nn.py`, `keras/src/ops/operation.py`,
+`keras/src/layers/attention/multi_head_attention.py`); when
 Keras changes, this is the one module to update, and `tests/test_keras_
 internals.py` is the test that says so.
 """
+
+import contextlib
+import functools
 
 
 def all_layers(layer, include_self=True, recursive=True):
@@ -104,3 +109,64 @@ def wrap_jax_conv(wrapper):
     from keras.src.backend.jax import nn as jax_nn
 
     jax_nn.conv = wrapper(jax_nn.conv)
+
+
+@contextlib.contextmanager
+def wrapped_call(layer, wrapper):
+    """Routes `layer`'s calls through `wrapper` inside the `with` block.
+
+    Keras has no forward hooks. It does look `call` up on the layer at
+    each call (`Operation.__call__` runs `self.call`), on every backend and
+    also inside a functional model's graph, so an instance attribute
+    `call` stands in for the method until it is deleted again. kerastl uses
+    it to read (and replace) the tensor entering a transformer block, and
+    to ask attention layers for their scores.
+
+    Args:
+        layer: a `keras.layers.Layer` that is not already wrapped.
+        wrapper: callable `wrapper(call, *args, **kwargs)`, given the
+            layer's own bound `call` and the call's arguments.
+
+    Example:
+    ```python
+    from kerastl.utils.keras_internals import wrapped_call
+
+    def traced(call, x, **kwargs):
+        print(x.shape)
+        return call(x, **kwargs)
+
+    with wrapped_call(block, traced):
+        model(images)
+    ```
+    """
+    if "call" in vars(layer):
+        raise ValueError(
+            f"Layer {layer.name!r} already has its `call` replaced; kerastl "
+            "wraps a layer once at a time."
+        )
+    layer.call = functools.partial(wrapper, type(layer).call.__get__(layer))
+    try:
+        yield layer
+    finally:
+        del layer.call
+
+
+def flash_attention(attention):
+    """Whether a `MultiHeadAttention` layer computes with flash attention.
+
+    Flash attention never forms the attention weights, so the layer refuses
+    `return_attention_scores=True`; the setting is fixed when the layer is
+    built (from `keras.config.is_flash_attention_enabled()`) and kept in
+    a private attribute.
+
+    Args:
+        attention: a `keras.layers.MultiHeadAttention`.
+
+    Example:
+    ```python
+    from kerastl.utils.keras_internals import flash_attention
+
+    flash_attention(block.mha)  # False
+    ```
+    """
+    return bool(attention._flash_attention)
