@@ -68,7 +68,7 @@ def image_grid(images, captions, path, title, columns=None):
 
     Args:
         images: list of arrays `(height, width, 3)` or `(height, width, 1)`,
-            uint8 or float in [0, 255].
+            uint8 or float in [0, 255]; `None` leaves a cell blank.
         captions: list of str, one per image; drawn as typed (long ones
             should contain line breaks).
         path: str or path-like. Where to write the PNG.
@@ -94,6 +94,8 @@ def image_grid(images, captions, path, title, columns=None):
         ax.axis("off")
     # The grid may have more cells than images; the spare ones stay blank.
     for ax, image, caption in zip(axes, images, captions, strict=False):
+        if image is None:
+            continue
         image = np.clip(np.asarray(image, dtype=np.float32), 0, 255) / 255.0
         if image.ndim == 3 and image.shape[-1] == 1:
             image = image[..., 0]
@@ -104,3 +106,67 @@ def image_grid(images, captions, path, title, columns=None):
         ax.set_title(caption, fontsize=8, **LITERAL)
     figure.suptitle(title, **LITERAL)
     return save(figure, path)
+
+
+def stacked_grid(stacks, path, title, columns=None):
+    """Draws stacks of captioned images: each stack top to bottom, the
+    stacks left to right in bands; returns the path.
+
+    A stack is an image and what belongs under it (its heatmaps, say), so
+    each image's own row of maps sits right below it.
+
+    Args:
+        stacks: list of lists of `(image, caption)`; images as in
+            `image_grid`. Shorter stacks leave blank cells below them.
+        path: str or path-like. Where to write the PNG.
+        title: str. The figure's title.
+        columns: int or `None`. Stacks per band; `None` makes the figure
+            about square.
+
+    Example:
+    ```python
+    kerastl.evaluate.drawing.stacked_grid(
+        [[(cat, "cat.jpg"), (cat_map, "Grad-CAM: cat")]], "x.png", "Maps"
+    )
+    ```
+    """
+    count = max(1, len(stacks))
+    depth = max([len(stack) for stack in stacks] + [1])
+    columns = columns or min(count, math.ceil(math.sqrt(count * depth)))
+    cells = []
+    for band in range(0, count, columns):
+        for level in range(depth):
+            for stack in stacks[band : band + columns]:
+                cells.append(stack[level] if level < len(stack) else None)
+            # A last band with fewer stacks is padded to the full width.
+            cells += [None] * (columns - len(stacks[band : band + columns]))
+    return image_grid(
+        [cell[0] if cell else None for cell in cells],
+        [cell[1] if cell else "" for cell in cells],
+        path,
+        title,
+        columns=columns,
+    )
+
+
+def overlay(image, heatmap, alpha=0.5):
+    """An image with a heatmap blended over it in jet colours.
+
+    Args:
+        image: `(height, width, 3)` or `(height, width, 1)`, in [0, 255].
+        heatmap: `(height, width)` in [0, 1] (`kerastl.explain`'s maps).
+        alpha: float. The heatmap's weight. Defaults to `0.5`.
+
+    Returns:
+        float32 `(height, width, 3)` in [0, 255].
+
+    Example:
+    ```python
+    blended = kerastl.evaluate.drawing.overlay(image, heatmaps[0])
+    ```
+    """
+    image = np.clip(np.asarray(image, dtype=np.float32), 0, 255)
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    heat = colormaps["jet"](np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
+    return ((1 - alpha) * image + alpha * heat).astype(np.float32)

@@ -13,7 +13,9 @@ Figures, in `plots/` (file names start with the split):
 - `<split>_per_class_f1.png`: F1 per class, worst on top;
 - `<split>_reliability.png`: the reliability diagram, with the ECE;
 - `<split>_precision_recall.png` (multi-label): one curve per class;
-- `<split>_mistakes.png`: the most confidently wrong images.
+- `<split>_mistakes.png`: the most confidently wrong images, each with
+  the Grad-CAM map of what it was predicted as (multi-label: of each
+  predicted class) below it.
 
 A figure is never worth a run's results: one that fails to draw is
 skipped with a warning, left out of the report, and any older file of
@@ -27,6 +29,7 @@ import warnings
 import numpy as np
 
 from kerastl.evaluate import calibration
+from kerastl.evaluate import explain
 from kerastl.evaluate import metrics
 from kerastl.evaluate import plots
 from kerastl.evaluate import split_plots
@@ -199,6 +202,7 @@ def _mistakes(model, predictions, probs, names, path):
             np.zeros((0, 1, 1, 3), np.uint8), [], [], [], names, path
         )
     chosen = probs[index]
+    heatmaps = _mistake_heatmaps(model, predictions.mistake_images, chosen)
     if not model.multi_label:
         return split_plots.confident_mistakes(
             predictions.mistake_images,
@@ -208,6 +212,7 @@ def _mistakes(model, predictions, probs, names, path):
             names,
             path,
             counts=counts,
+            heatmaps=heatmaps,
         )
     # A multi-label mistake is one (image, class) decision: name it "X"
     # or "no X" on each side.
@@ -226,7 +231,40 @@ def _mistakes(model, predictions, probs, names, path):
         both,
         path,
         counts=counts,
+        heatmaps=heatmaps,
     )
+
+
+def _mistake_heatmaps(model, images, probs):
+    """Grad-CAM maps of each mistake's predicted classes, with captions;
+    `None` (and a warning) if the model cannot be explained."""
+    names = model.class_names or [str(i) for i in range(model.num_classes)]
+    classes = explain.classes_to_explain(model, probs)
+    pairs = [(row, c) for row, chosen in enumerate(classes) for c in chosen]
+    try:
+        maps = explain.gradcam(
+            model,
+            images[[row for row, _ in pairs]],
+            class_index=np.array([c for _, c in pairs], dtype=int),
+        )
+    except Exception as error:
+        # The grid without maps still shows the mistakes.
+        reason = " ".join(str(error).split())
+        warnings.warn(
+            f"no Grad-CAM maps for the mistakes: {type(error).__name__}: "
+            f"{reason}",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    heatmaps = [[] for _ in images]
+    for (row, c), heatmap in zip(pairs, maps, strict=True):
+        caption = f"Grad-CAM: {names[c]} ({probs[row, c]:.2f})"
+        # Long class names would run into the next map.
+        if len(caption) > 32:
+            caption = caption.replace(": ", ":\n", 1)
+        heatmaps[row].append((heatmap, caption))
+    return heatmaps
 
 
 def _count_wrong(model, predictions, probs):

@@ -421,13 +421,16 @@ def confident_mistakes(
     path,
     max_images=16,
     counts=None,
+    heatmaps=None,
 ):
     """Shows the images a model got wrong with the highest confidence.
 
     Confident mistakes are where mislabelled data, look-alike classes and
     wrong preprocessing show first. Each image is titled
-    "true: X / pred: Y (0.97)". With no mistakes the file still appears,
-    saying so, so a report can always link it.
+    "true: X / pred: Y (0.97)"; with `heatmaps`, what the model looked at
+    sits right below it (a row of maps under each row of images). With no
+    mistakes the file still appears, saying so, so a report can always
+    link it.
 
     Args:
         images: array `(n, height, width, 3)` or `(n, height, width, 1)`,
@@ -441,6 +444,9 @@ def confident_mistakes(
         counts: `(wrong, total)` or `None`. The split's numbers of wrong
             and of all predictions, for the title, when the arrays hold
             only a subset (as below). Defaults to counting the arrays.
+        heatmaps: `None`, or one list per image of `(heatmap, caption)`:
+            maps in [0, 1] at the image's size (`kerastl.explain`),
+            drawn over the image. Defaults to `None` (images only).
 
     Returns:
         The `pathlib.Path` written.
@@ -474,13 +480,23 @@ def confident_mistakes(
             title = title.replace(" / ", " /\n")
         captions.append(title)
     wrong, total = counts or (int((truth != predicted).sum()), len(truth))
-    return drawing.image_grid(
-        [images[index] for index in chosen],
-        captions,
-        path,
+    title = (
         f"Most confident mistakes: {len(chosen)} of {wrong} wrong "
-        f"predictions out of {total}",
+        f"predictions out of {total}"
     )
+    if heatmaps is None:
+        return drawing.image_grid(
+            [images[index] for index in chosen], captions, path, title
+        )
+    stacks = [
+        [(images[index], caption)]
+        + [
+            (drawing.overlay(images[index], heatmap), label)
+            for heatmap, label in heatmaps[index]
+        ]
+        for index, caption in zip(chosen, captions, strict=True)
+    ]
+    return drawing.stacked_grid(stacks, path, title)
 
 
 def _square(matrix):
