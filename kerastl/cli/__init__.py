@@ -5,7 +5,7 @@ nor kerastl's model modules at the top: each command imports them in its
 body, after the backend is chosen (`options.select_backend`). One module
 per command group: `train` (fit, lr-find), `evaluate` (evaluate, compare),
 `deploy` (predict, export), `info` (info, presets, bench), `inspection`
-(select, doctor); `errors` turns
+(select, doctor, explain); `errors` turns
 kerastl's exceptions into one-paragraph messages.
 """
 
@@ -56,5 +56,6 @@ for _command in (
     info.bench,
     inspection.select,
     inspection.doctor,
+    inspection.explain,
 ):
     cli.add_command(_command)

@@ -1,5 +1,5 @@
-"""`kerastl select` and `kerastl doctor`: knowing the backbone and the data
-before training."""
+"""`kerastl select`, `kerastl doctor` and `kerastl explain`: knowing the
+backbone and the data before training, and what the model looks at after."""
 
 import pathlib
 
@@ -133,5 +133,64 @@ def doctor(
             fix_into=fix_into,
             threshold=threshold,
             multi_label=multi_label,
+            print_fn=click.echo,
+        )
+
+
+@click.command()
+@click.argument(
+    "model_path",
+    metavar="MODEL_OR_RUN_DIR",
+    type=click.Path(exists=True, path_type=pathlib.Path),
+)
+@click.argument(
+    "inputs",
+    metavar="IMAGE_OR_FOLDER...",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, path_type=pathlib.Path),
+)
+@click.option(
+    "--class",
+    "class_name",
+    help="Explain this class for every image (Grad-CAM). Defaults to what "
+    "the model predicted: its top class, or each class over its threshold "
+    "for a multi-label model.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(("gradcam", "rollout")),
+    default="gradcam",
+    show_default=True,
+    help="gradcam: every backbone family. rollout: attention rollout, for "
+    "ViT, DeiT and DINOv2; class-agnostic.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="A new or empty folder for the maps. Defaults to "
+    "<run>/explanations/<timestamp>, or runs/<model name>/explanations/"
+    "<timestamp> for a .keras file or preset.",
+)
+@options.backend_option
+def explain(model_path, inputs, class_name, method, output_dir, backend):
+    """Show what the model looks at: saliency maps over the images.
+
+    Each image is read as `kerastl predict` reads it, and drawn with its
+    heatmaps below it (red: the evidence the class's score rests on),
+    16 images to a PNG page. explanations.json lists each image's
+    predictions and maps.
+    """
+    options.select_backend(backend)
+    with logs.quiet_native_logs():
+        from kerastl.runs import explanation
+
+    with user_errors():
+        explanation.explain_files(
+            model_path,
+            inputs,
+            method=method,
+            class_name=class_name,
+            output_dir=output_dir,
             print_fn=click.echo,
         )

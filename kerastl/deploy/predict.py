@@ -82,19 +82,8 @@ def predict_files(
     ```
     """
     names = model.class_names or [str(i) for i in range(model.num_classes)]
-    min_size = pipeline.decode_size(model.image_size)
-    results, batch, slots = [], [], []
-    for path in expand_inputs(inputs):
-        results.append({"path": path})
-        try:
-            pixels = images.read_rgb(path, min_size, max_pixels)
-        except images.UnreadableImageError as e:
-            results[-1]["error"] = e.reason
-            continue
-        # The same decoding and resizing as evaluation.
-        resized = pipeline.center_crop_resize(pixels, model.image_size)
-        batch.append(np.asarray(resized))
-        slots.append(results[-1])
+    results, batch = read_inputs(model, inputs, max_pixels)
+    slots = [result for result in results if "error" not in result]
     cuts = model.thresholds or [decisions.DEFAULT_THRESHOLD] * len(names)
     for start in range(0, len(batch), batch_size):
         chunk = np.stack(batch[start : start + batch_size])
@@ -118,6 +107,43 @@ def predict_files(
                     if row[i] >= cuts[i]
                 ]
     return results
+
+
+def read_inputs(model, inputs, max_pixels=images.MAX_PIXELS):
+    """Reads image files and folders as the model sees them.
+
+    Each readable image is decoded, center-cropped and resized to the
+    model's input size exactly as evaluation does; each unreadable file
+    gets the reason instead.
+
+    Args:
+        model: a `kerastl.TransferClassifier`.
+        inputs: image files and folders (see `expand_inputs`).
+        max_pixels: int. Larger images are refused before decoding.
+
+    Returns:
+        `(results, images)`: one dict per file in input order, `path` and,
+        for an unreadable file, `error`; and a list of float32 `(height,
+        width, 3)` arrays, one per readable file, in the same order.
+
+    Example:
+    ```python
+    results, pixels = kerastl.deploy.predict.read_inputs(model, ["cats/"])
+    ```
+    """
+    min_size = pipeline.decode_size(model.image_size)
+    results, batch = [], []
+    for path in expand_inputs(inputs):
+        results.append({"path": path})
+        try:
+            pixels = images.read_rgb(path, min_size, max_pixels)
+        except images.UnreadableImageError as e:
+            results[-1]["error"] = e.reason
+            continue
+        # The same decoding and resizing as evaluation.
+        resized = pipeline.center_crop_resize(pixels, model.image_size)
+        batch.append(np.asarray(resized))
+    return results, batch
 
 
 def predict_probabilities(model, images_batch, tta=False):
