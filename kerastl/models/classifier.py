@@ -373,6 +373,11 @@ class TransferClassifier(keras.Model):
         # Keras skips this for models that override `compile`; without it a
         # loaded model would lose its optimizer and the optimizer's state.
         config = keras.saving.deserialize_keras_object(config)
+        # `jit_compile` was resolved for the backend that saved the model:
+        # JAX's `True` means torch.compile on PyTorch, which recompiles for
+        # every batch shape and floods the console. Each backend picks its
+        # own, as a new model does.
+        config.pop("jit_compile", None)
         self.compile(**config)
         self.optimizer.build(self.trainable_variables)
 
