@@ -70,7 +70,8 @@ def tests(session, backend):
 def parity(session):
     """Print a backend x check table: same weights, same answers everywhere.
 
-    Same logits for a ResNet and a ViT preset; Hugging Face ViT, DeiT and
+    Same logits and saliency maps (Grad-CAM, attention rollout) for a
+    ResNet and a ViT preset; Hugging Face ViT, DeiT and
     DINOv2 checkpoints against transformers; a smoke recipe's metrics.
     Fails if any check is outside its tolerance (tests/parity_check.py).
     """

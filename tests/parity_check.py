@@ -12,7 +12,8 @@ process:
 ViT kerastl preset (backbone and head weights), random-weight Hugging Face
 ViT, DeiT and DINOv2 checkpoints with transformers' own outputs as the
 reference, and test images. `check` computes, on its backend: the logits of
-both presets; each checkpoint's token outputs, against transformers; and a
+both presets and their saliency maps (Grad-CAM of both, attention rollout
+of the ViT); each checkpoint's token outputs, against transformers; and a
 smoke run of `recipes/cifar10_resnet.py` on the tiny ResNet, seed 0.
 `table` prints a check x backend table.
 """
@@ -24,6 +25,11 @@ import sys
 
 LOGITS_ATOL = 1e-4
 HF_ATOL = 1e-4
+# Maps are scaled to [0, 1] per image, so this is relative to each map's
+# own range.
+HEATMAP_ATOL = 1e-4
+# (preset, method): the saliency maps compared.
+HEATMAPS = (("resnet", "gradcam"), ("vit", "gradcam"), ("vit", "rollout"))
 # A smoke run is two SGD steps per stage from the same start: the backends
 # differ only by float32 rounding, which these bounds leave room for.
 SMOKE_LOSS_RTOL = 1e-3
@@ -64,6 +70,7 @@ def check(work):
     import keras
     import numpy as np
 
+    import kerastl
     from kerastl import TransferClassifier
     from kerastl.models import backbones
     from kerastl.runs import fit
@@ -78,6 +85,10 @@ def check(work):
         model = TransferClassifier.from_preset(work / family)
         logits = model.logits_model().predict(images, verbose=0)
         np.save(out / f"{family}_logits.npy", logits)
+        for preset, method in HEATMAPS:
+            if preset == family:
+                maps = kerastl.explain.explain(model, images, method=method)
+                np.save(out / f"{family}_{method}.npy", maps)
     hf = {}
     for family in FAMILIES:
         model = TransferClassifier.from_preset(
@@ -134,6 +145,19 @@ def table(work):
             cells[b] = (f"{diff.max():.1e}", diff.max() <= LOGITS_ATOL)
         rows.append(
             (f"{family} logits vs {reference} (atol {LOGITS_ATOL:g})", cells)
+        )
+    for family, method in HEATMAPS:
+        base = np.load(work / reference / f"{family}_{method}.npy")
+        cells = {}
+        for b in backends:
+            maps = np.load(work / b / f"{family}_{method}.npy")
+            diff = np.abs(maps - base).max()
+            cells[b] = (f"{diff:.1e}", diff <= HEATMAP_ATOL)
+        rows.append(
+            (
+                f"{family} {method} vs {reference} (atol {HEATMAP_ATOL:g})",
+                cells,
+            )
         )
     for family in FAMILIES:
         cells = {}
