@@ -219,6 +219,17 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
 
 
+def test_a_loaded_model_compiles_for_the_backend_it_runs_on(tmp_path):
+    model = build()
+    fresh = model.jit_compile
+    # As a model saved on another backend: JAX's XLA is torch.compile on
+    # PyTorch, which recompiles per batch shape.
+    model.compile(jit_compile=not fresh)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert loaded.jit_compile == fresh
+
+
 def test_save_needs_keras_extension(tmp_path):
     with pytest.raises(ValueError, match=".keras"):
         build().save(tmp_path / "model.h5")

@@ -86,3 +86,41 @@ def test_wrap_jax_conv_reaches_keras_convolution_layers():
     # 3x3 of ones over 3 channels: the centre sees all 27 kernel taps.
     kernel = np.asarray(layer.kernel).sum(axis=(0, 1, 2))
     np.testing.assert_allclose(np.asarray(out)[0, 2, 2], kernel, rtol=1e-5)
+
+
+def test_wrapped_call_reads_and_replaces_a_nested_layers_input():
+    model, inner = nested_model()
+    head = model.get_layer("head")
+    x = np.ones((2, 3), "float32")
+    before = keras.ops.convert_to_numpy(model(x))
+    seen = []
+
+    def zero_input(call, inputs, *args, **kwargs):
+        seen.append(keras.ops.convert_to_numpy(inputs))
+        return call(keras.ops.zeros_like(inputs), *args, **kwargs)
+
+    with keras_internals.wrapped_call(head, zero_input):
+        # Inside a functional model's graph too: the head's input is the
+        # inner model's output, and zeros leave only the bias.
+        replaced = keras.ops.convert_to_numpy(model(x))
+        with pytest.raises(ValueError, match="already"):
+            with keras_internals.wrapped_call(head, zero_input):
+                pass
+    np.testing.assert_allclose(seen[0], keras.ops.convert_to_numpy(inner(x)))
+    bias = keras.ops.convert_to_numpy(head.bias)
+    np.testing.assert_allclose(replaced, np.tile(bias, (2, 1)))
+    # Unwrapped again: the layer's own call.
+    assert "call" not in vars(head)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), before)
+
+
+def test_attention_weights_are_returned_unless_flash_attention_is_on():
+    attention = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    x = np.random.default_rng(0).random((1, 5, 8)).astype("float32")
+    _, scores = attention(x, x, return_attention_scores=True)
+    assert tuple(scores.shape) == (1, 2, 5, 5)
+    assert not keras_internals.flash_attention(attention)
+    flash = keras.layers.MultiHeadAttention(
+        num_heads=2, key_dim=4, flash_attention=True
+    )
+    assert keras_internals.flash_attention(flash)
