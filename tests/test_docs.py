@@ -36,7 +36,13 @@ SHELLS = ("bash", "sh", "console")
 
 # Commands of shell blocks that are neither run here nor annotated in the
 # page, each with the reason.
-NOT_RUN = {}
+_EXPLAIN = "tests/test_explain.py runs `kerastl explain` as a subprocess"
+NOT_RUN = {
+    "kerastl explain runs/pets photos/": _EXPLAIN,
+    "kerastl explain model.keras cat.jpg dog.jpg --class Bengal "
+    "--output-dir maps": _EXPLAIN,
+    "kerastl explain runs/pets_vit photos/ --method rollout": _EXPLAIN,
+}
 
 # How long one command may take; the shared smoke run takes ~15 s.
 TIMEOUT = 120

@@ -310,9 +310,17 @@ def test_gradcam_runs_on_every_kind_of_backbone(family):
     assert np.isfinite(heatmaps).all()
     assert heatmaps.min() >= 0 and heatmaps.max() == pytest.approx(1.0)
     if family in ("vit", "deit", "dinov2"):
-        rolled = kerastl.explain.rollout(model, kit.random_images(3, size))
+        images = kit.random_images(3, size)
+        rolled = kerastl.explain.rollout(model, images)
         assert rolled.shape == (3, size, size)
         assert rolled.max() == pytest.approx(1.0)
+        # Rollout is the default where it works (it localises better).
+        assert kerastl.explain.default_method(model) == "rollout"
+        np.testing.assert_array_equal(
+            kerastl.explain.explain(model, images), rolled
+        )
+    else:
+        assert kerastl.explain.default_method(model) == "gradcam"
 
 
 def test_rollout_of_a_convnet_says_to_use_gradcam():

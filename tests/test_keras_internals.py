@@ -103,9 +103,11 @@ def test_wrapped_call_reads_and_replaces_a_nested_layers_input():
         # Inside a functional model's graph too: the head's input is the
         # inner model's output, and zeros leave only the bias.
         replaced = keras.ops.convert_to_numpy(model(x))
-        with pytest.raises(ValueError, match="already"):
-            with keras_internals.wrapped_call(head, zero_input):
-                pass
+        with (
+            pytest.raises(ValueError, match="already"),
+            keras_internals.wrapped_call(head, zero_input),
+        ):
+            pass
     np.testing.assert_allclose(seen[0], keras.ops.convert_to_numpy(inner(x)))
     bias = keras.ops.convert_to_numpy(head.bias)
     np.testing.assert_allclose(replaced, np.tile(bias, (2, 1)))

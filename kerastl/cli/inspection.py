@@ -159,11 +159,12 @@ def doctor(
 )
 @click.option(
     "--method",
-    type=click.Choice(("gradcam", "rollout")),
-    default="gradcam",
+    type=click.Choice(("auto", "gradcam", "rollout")),
+    default="auto",
     show_default=True,
-    help="gradcam: every backbone family. rollout: attention rollout, for "
-    "ViT, DeiT and DINOv2; class-agnostic.",
+    help="gradcam: Grad-CAM, every backbone family. rollout: attention "
+    "rollout, for ViT, DeiT and DINOv2; class-agnostic. auto: rollout where "
+    "it works, else (or with --class) gradcam.",
 )
 @click.option(
     "--output-dir",

@@ -14,8 +14,9 @@ Figures, in `plots/` (file names start with the split):
 - `<split>_reliability.png`: the reliability diagram, with the ECE;
 - `<split>_precision_recall.png` (multi-label): one curve per class;
 - `<split>_mistakes.png`: the most confidently wrong images, each with
-  the Grad-CAM map of what it was predicted as (multi-label: of each
-  predicted class) below it.
+  what it looked at below it: the Grad-CAM map of what it was predicted
+  as (multi-label: of each predicted class), or for ViT, DeiT and DINOv2
+  its attention rollout (`explain.default_method`).
 
 A figure is never worth a run's results: one that fails to draw is
 skipped with a warning, left out of the report, and any older file of
@@ -236,12 +237,17 @@ def _mistakes(model, predictions, probs, names, path):
 
 
 def _mistake_heatmaps(model, images, probs):
-    """Grad-CAM maps of each mistake's predicted classes, with captions;
-    `None` (and a warning) if the model cannot be explained."""
+    """Maps of what each mistake looked at, with captions: Grad-CAM of
+    each predicted class, or one attention-rollout map for a transformer
+    (`explain.default_method`); `None` (and a warning) if the model cannot
+    be explained."""
     names = model.class_names or [str(i) for i in range(model.num_classes)]
-    classes = explain.classes_to_explain(model, probs)
-    pairs = [(row, c) for row, chosen in enumerate(classes) for c in chosen]
     try:
+        if explain.default_method(model) == "rollout":
+            maps = explain.rollout(model, images)
+            return [[(heatmap, "attention rollout")] for heatmap in maps]
+        classes = explain.classes_to_explain(model, probs)
+        pairs = [(row, c) for row, chosen in enumerate(classes) for c in chosen]
         maps = explain.gradcam(
             model,
             images[[row for row, _ in pairs]],
@@ -251,7 +257,7 @@ def _mistake_heatmaps(model, images, probs):
         # The grid without maps still shows the mistakes.
         reason = " ".join(str(error).split())
         warnings.warn(
-            f"no Grad-CAM maps for the mistakes: {type(error).__name__}: "
+            f"no saliency maps for the mistakes: {type(error).__name__}: "
             f"{reason}",
             UserWarning,
             stacklevel=3,

@@ -3,7 +3,8 @@
 Each image is read as `kerastl predict` reads it (decoded, center-cropped,
 resized to the model's input), predicted, and explained: Grad-CAM of the
 predicted class (multi-label: of each class over its threshold) or of the
-class asked for, or attention rollout. The maps are drawn over the images,
+class asked for, or attention rollout (by default for ViT, DeiT and
+DINOv2, whose Grad-CAM maps are weak). The maps are drawn over the images,
 16 images to a page, each image with its maps below it, and listed in
 `explanations.json`.
 
@@ -44,7 +45,7 @@ class Explanation:
             class its folder names, or `None`), `predictions` (top 5) and
             `maps` (`class`, `probability`, `peak`: `[row, column]` of the
             map's maximum in the model's input pixels, `page`).
-        method: str. `"gradcam"` or `"rollout"`.
+        method: str. The method used: `"gradcam"` or `"rollout"`.
     """
 
     output_dir: pathlib.Path
@@ -73,7 +74,7 @@ def explain_files(
     model_path,
     inputs,
     *,
-    method="gradcam",
+    method="auto",
     class_name=None,
     output_dir=None,
     print_fn=print,
@@ -84,7 +85,10 @@ def explain_files(
         model_path: a run directory (or a folder of runs: the newest), a
             `.keras` file or a preset written by `save_to_preset`.
         inputs: image files and folders.
-        method: `"gradcam"` or `"rollout"` (ViT, DeiT, DINOv2).
+        method: `"auto"`, `"gradcam"` or `"rollout"` (ViT, DeiT,
+            DINOv2). `"auto"`: Grad-CAM for `class_name`, else
+            `kerastl.explain.default_method` (rollout for ViT, DeiT and
+            DINOv2, Grad-CAM for the rest).
         class_name: str or `None`. Grad-CAM of this class for every image;
             `None` explains what the model predicted.
         output_dir: path or `None`. A new or empty folder; `None` for the
@@ -121,6 +125,10 @@ def explain_files(
     model = rundir.load_classifier(model_path)
     names = model.class_names or [str(i) for i in range(model.num_classes)]
     forced = None if class_name is None else _class_index(class_name, names)
+    if method == "auto":
+        method = (
+            "gradcam" if forced is not None else explain.default_method(model)
+        )
     if method == "rollout":
         # Before reading any image: a convnet cannot be rolled out.
         explain.attention_layers(model)
