@@ -19,10 +19,12 @@ import kit
 import numpy as np
 import pytest
 import tensorflow as tf
+from click.testing import CliRunner
 from PIL import Image
 
 import kerastl
 from kerastl import TransferClassifier
+from kerastl.cli import cli
 from kerastl.data.synthetic import square_images
 from kerastl.evaluate import metrics
 from kerastl.evaluate import report
@@ -33,9 +35,9 @@ KERASTL = pathlib.Path(sys.executable).parent / "kerastl"
 SIZE = 64
 SQUARE = 16
 CLASSES = ["red", "green", "blue"]
-# Enough to learn the squares on every backend (test accuracy 1.0), a few
-# seconds each.
-TRAIN_IMAGES, EPOCHS = 600, 5
+# Enough to learn the squares on every backend (held-out accuracy 0.99 to
+# 1.0, 97-100% of maps in the square), in 6-12 s for both models.
+TRAIN_IMAGES, EPOCHS = 400, 5
 
 
 def _resize(maps, size):
@@ -279,11 +281,11 @@ def test_gradient_helper_differentiates_a_dense_layer():
 # === Every family ===
 
 
-# ResNet (a feature map) and ViT, DeiT, DINOv2 (a class token, a
-# distillation token, registers and a dict input) run everywhere. The other
-# families reach the same code as ResNet (EfficientNet's feature map) or
-# only its NumPy part (Swin's grid of output tokens), so they run on one
-# backend: on JAX, compiling Swin's eager operations alone takes 17 s.
+# ResNet (a feature map) and ViT (a class token, blocks) run everywhere.
+# The other families reach the same backend code as these two and differ
+# only in NumPy: DeiT's distillation token, DINOv2's registers and dict
+# input, EfficientNet's feature map, Swin's grid of output tokens. They run
+# on one backend (on JAX, compiling Swin's eager operations takes 17 s).
 ONE_BACKEND = pytest.mark.backends(
     "torch", reason="the same code path as a family tested on every backend"
 )
@@ -294,8 +296,8 @@ ONE_BACKEND = pytest.mark.backends(
     [
         "resnet",
         "vit",
-        "deit",
-        "dinov2",
+        pytest.param("deit", marks=ONE_BACKEND),
+        pytest.param("dinov2", marks=ONE_BACKEND),
         pytest.param("efficientnet", marks=ONE_BACKEND),
         pytest.param("swin", marks=ONE_BACKEND),
     ],
@@ -456,16 +458,13 @@ def test_explain_command_refuses_with_a_reason(squares, tmp_path):
     before = sorted(p.name for p in photos.rglob("*"))
 
     def run(*args):
-        done = subprocess.run(
-            [str(KERASTL), "explain", str(tmp_path / "squares.keras"), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "KERAS_BACKEND": keras.config.backend()},
-        )
-        assert done.returncode != 0
-        assert "Traceback" not in done.stderr
-        return " ".join((done.stdout + done.stderr).split())
+        # In this process: the command's own process, imports and console
+        # are tested above.
+        model = str(tmp_path / "squares.keras")
+        done = CliRunner().invoke(cli, ["explain", model, *args])
+        assert done.exit_code == 1, done.output
+        assert "Traceback" not in done.output
+        return " ".join(done.output.split())
 
     assert "Did you mean red?" in run(str(photos), "--class", "redd")
     assert "Use --method gradcam" in run(
