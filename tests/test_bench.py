@@ -81,9 +81,12 @@ def test_bench_describes_compile_and_machine(results):
 def test_bench_compares_the_feature_cache(results):
     cache = results[0]["feature_cache"]
     assert cache["epochs"] == 1
-    assert cache["speedup"] == pytest.approx(
-        cache["in_graph_seconds"] / cache["cached_cold_seconds"], rel=0.02
-    )
+    # The speedup is of the unrounded times, the seconds are rounded to
+    # 0.01: on sub-second runs that alone moves the ratio by over 2%.
+    slow, fast = cache["in_graph_seconds"], cache["cached_cold_seconds"]
+    low = (slow - 0.005) / (fast + 0.005) - 0.005
+    high = (slow + 0.005) / (fast - 0.005) + 0.005
+    assert low <= cache["speedup"] <= high
 
 
 def test_bench_times_the_photo_pipeline(results):
