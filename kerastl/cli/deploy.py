@@ -13,18 +13,8 @@ EXPORT_FORMATS = ("saved_model", "onnx", "litert")
 
 
 @click.command()
-@click.argument(
-    "model_path",
-    metavar="MODEL_OR_RUN_DIR",
-    type=click.Path(exists=True, path_type=pathlib.Path),
-)
-@click.argument(
-    "inputs",
-    metavar="IMAGE_OR_FOLDER...",
-    nargs=-1,
-    required=True,
-    type=click.Path(exists=True, path_type=pathlib.Path),
-)
+@options.model_argument
+@options.inputs_argument
 @click.option(
     "--top-k",
     default=5,
@@ -83,11 +73,7 @@ def predict(model_path, inputs, top_k, output_format, as_json, tta):
 
 
 @click.command()
-@click.argument(
-    "model_path",
-    metavar="MODEL_OR_RUN_DIR",
-    type=click.Path(exists=True, path_type=pathlib.Path),
-)
+@options.model_argument
 @click.option(
     "--format",
     "export_format",

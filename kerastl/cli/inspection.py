@@ -138,18 +138,8 @@ def doctor(
 
 
 @click.command()
-@click.argument(
-    "model_path",
-    metavar="MODEL_OR_RUN_DIR",
-    type=click.Path(exists=True, path_type=pathlib.Path),
-)
-@click.argument(
-    "inputs",
-    metavar="IMAGE_OR_FOLDER...",
-    nargs=-1,
-    required=True,
-    type=click.Path(exists=True, path_type=pathlib.Path),
-)
+@options.model_argument
+@options.inputs_argument
 @click.option(
     "--class",
     "class_name",

@@ -3,6 +3,7 @@ and the options of several commands.
 """
 
 import os
+import pathlib
 import sys
 
 import click
@@ -11,6 +12,21 @@ from kerastl.utils import distribution
 from kerastl.utils import logs
 
 BACKENDS = ("jax", "tensorflow", "torch")
+
+# The trained model `predict`, `export` and `explain` take.
+model_argument = click.argument(
+    "model_path",
+    metavar="MODEL_OR_RUN_DIR",
+    type=click.Path(exists=True, path_type=pathlib.Path),
+)
+# The image files and folders `predict` and `explain` read.
+inputs_argument = click.argument(
+    "inputs",
+    metavar="IMAGE_OR_FOLDER...",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, path_type=pathlib.Path),
+)
 
 
 def select_backend(backend, gpu_memory=None):
